@@ -1,0 +1,314 @@
+//! SGEMM: `C = α·A·B + β·C` for f32 matrices, through the `matrixmultiply` crate.
+//!
+//! Every matmul in scratchgpt, forward and backward, ends here. Operands are described by a
+//! slice, the position of element (0, 0) and a row and a column stride, so a transposed matrix
+//! is the same data with its two strides swapped: `Aᵀ` costs nothing.
+//!
+//! `matrixmultiply` packs panels of A and B into cache-sized blocks and runs an AVX2/AVX-512
+//! micro-kernel chosen at run time. We run it single-threaded and parallelise around it: a
+//! large product is cut into row blocks of C (or column blocks, when C is wide and short), one
+//! `sgemm` call per block on rayon. Each block writes its own part of C, so no two threads touch
+//! the same element, and each element's sum over k runs in the same order whatever the split,
+//! which keeps results bit-identical across thread counts.
+//!
+//! [`gemm_naive`] is the three-loop reference the tests compare against.
+
+use rayon::prelude::*;
+
+/// A read-only matrix operand: `data[offset + i·rs + j·cs]` is element (i, j).
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix with `cols` columns starting at `offset`.
+    pub fn row_major(data: &'a [f32], offset: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            offset,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose: the same values with the strides swapped.
+    pub fn t(self) -> Self {
+        MatRef {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    #[track_caller]
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let last = self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs;
+        assert!(
+            last < self.data.len(),
+            "gemm: operand {what} ({rows}×{cols}, strides {}×{}) reads past its buffer of {}",
+            self.rs,
+            self.cs,
+            self.data.len()
+        );
+    }
+}
+
+/// Products with fewer multiply-adds than this run on one thread: below ~0.5 MFLOP the split
+/// costs more than it saves (measured with `cargo bench --bench matmul`).
+const PAR_MIN_MACS: usize = 1 << 18;
+
+/// A raw pointer that may cross to another thread. Safe to share here because every task
+/// writes a disjoint block of C (see the SAFETY comments below).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// `C = alpha·A·B + beta·C` where A is m×k, B is k×n, and C is the row-major m×n matrix
+/// starting at `c[0]` (`c.len() >= m·n`). With `beta = 1` the product is *added* to C, which
+/// is how the backward pass accumulates weight gradients without a temporary.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+) {
+    a.check(m, k, "A");
+    b.check(k, n, "B");
+    assert!(
+        c.len() >= m * n,
+        "gemm: C has {} values, needs {m}×{n}",
+        c.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallel = threads > 1 && m * n * k >= PAR_MIN_MACS;
+    let cp = SendPtr(c.as_mut_ptr());
+    if !parallel {
+        gemm_serial(m, k, n, alpha, a, b, beta, c);
+        return;
+    }
+    // Split the longer side of C into one block per thread.
+    let blocks = threads.min(if m >= n { m } else { n }.div_ceil(16));
+    let split = |len: usize, i: usize| (len * i / blocks)..(len * (i + 1) / blocks);
+    (0..blocks).into_par_iter().for_each(|i| {
+        let (rows, cols) = if m >= n {
+            (split(m, i), 0..n)
+        } else {
+            (0..m, split(n, i))
+        };
+        // SAFETY: blocks partition C's rows (or columns), so tasks write disjoint elements;
+        // `c` stays mutably borrowed until all tasks finish; reads are bounds-checked above.
+        unsafe { sgemm_block(rows, cols, k, alpha, a, b, beta, cp, n) };
+    });
+}
+
+/// [`gemm`] on the calling thread only: for callers that already run in parallel (one product
+/// per batch entry), so parallelism is never nested.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+) {
+    a.check(m, k, "A");
+    b.check(k, n, "B");
+    assert!(
+        c.len() >= m * n,
+        "gemm: C has {} values, needs {m}×{n}",
+        c.len()
+    );
+    // SAFETY: bounds of A and B were checked above, C holds m·n values, and `c` is borrowed
+    // mutably for the duration of the call.
+    unsafe { sgemm_block(0..m, 0..n, k, alpha, a, b, beta, SendPtr(c.as_mut_ptr()), n) };
+}
+
+/// One `sgemm` call on the block `rows × cols` of C.
+///
+/// # Safety
+/// `c` must point to a row-major m×n matrix with row stride `ldc` that covers the block, no
+/// other thread may write the block, and A, B must be in bounds for the block.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_block(
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: SendPtr,
+    ldc: usize,
+) {
+    let (mb, nb) = (rows.len(), cols.len());
+    if mb == 0 || nb == 0 {
+        return;
+    }
+    if k == 0 {
+        // C = beta·C; sgemm would do the same, but say it plainly.
+        for i in rows {
+            for j in cols.clone() {
+                let p = c.0.add(i * ldc + j);
+                *p = if beta == 0.0 { 0.0 } else { beta * *p };
+            }
+        }
+        return;
+    }
+    matrixmultiply::sgemm(
+        mb,
+        k,
+        nb,
+        alpha,
+        a.data.as_ptr().add(a.offset + rows.start * a.rs),
+        a.rs as isize,
+        a.cs as isize,
+        b.data.as_ptr().add(b.offset + cols.start * b.cs),
+        b.rs as isize,
+        b.cs as isize,
+        beta,
+        c.0.add(rows.start * ldc + cols.start),
+        ldc as isize,
+        1,
+    );
+}
+
+/// The textbook triple loop: `C[i][j] = alpha·Σ_p A[i][p]·B[p][j] + beta·C[i][j]`.
+/// The reference for tests, accumulated in f64.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_naive(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f64;
+            for p in 0..k {
+                acc += a.data[a.offset + i * a.rs + p * a.cs] as f64
+                    * b.data[b.offset + p * b.rs + j * b.cs] as f64;
+            }
+            let old = if beta == 0.0 {
+                0.0
+            } else {
+                beta * c[i * n + j]
+            };
+            c[i * n + j] = alpha * acc as f32 + old;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+
+    fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.normal()).collect()
+    }
+
+    #[test]
+    fn matches_naive_with_transposes_and_beta() {
+        let mut rng = Rng::seed(0);
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 2),
+            (17, 33, 9),
+            (130, 70, 257),
+            (600, 40, 600),
+        ] {
+            let a = random(m * k, &mut rng);
+            let bt = random(n * k, &mut rng); // B stored transposed: n×k
+            let c0 = random(m * n, &mut rng);
+            let (mut c, mut want) = (c0.clone(), c0.clone());
+            let am = MatRef::row_major(&a, 0, k);
+            let bm = MatRef::row_major(&bt, 0, k).t();
+            gemm(m, k, n, 0.5, am, bm, 1.0, &mut c);
+            gemm_naive(m, k, n, 0.5, am, bm, 1.0, &mut want);
+            for (x, y) in c.iter().zip(&want) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "{m}×{k}×{n}: {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bit_identical_across_thread_counts() {
+        let mut rng = Rng::seed(1);
+        let (m, k, n) = (300, 200, 500);
+        let a = random(m * k, &mut rng);
+        let b = random(k * n, &mut rng);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut c = vec![0.0; m * n];
+            pool.install(|| {
+                // called from outside the pool's workers, as the ops do
+                gemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    MatRef::row_major(&a, 0, k),
+                    MatRef::row_major(&b, 0, n),
+                    0.0,
+                    &mut c,
+                )
+            });
+            c
+        };
+        let one = run(1);
+        for t in [2, 3] {
+            assert!(run(t)
+                .iter()
+                .zip(&one)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "reads past its buffer")]
+    fn out_of_bounds_operand_panics() {
+        let a = vec![0.0; 5];
+        let mut c = vec![0.0; 4];
+        gemm(
+            2,
+            3,
+            2,
+            1.0,
+            MatRef::row_major(&a, 0, 3),
+            MatRef::row_major(&a, 0, 2),
+            0.0,
+            &mut c,
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! Low-level kernels the ops are built on: the SGEMM wrapper and the parallel loop helpers.
+
+pub mod gemm;
+pub mod parallel;

@@ -1,0 +1,109 @@
+//! When and how to run a loop on several threads.
+//!
+//! Parallelism only pays once the work outweighs the cost of waking threads (a few
+//! microseconds). Loops over fewer than [`PAR_THRESHOLD`] elements run serially on the calling
+//! thread. Above it, work is cut into pieces of a fixed size that does not depend on the
+//! number of threads, and every output element is written by exactly one piece, so results are
+//! bit-identical whatever `RAYON_NUM_THREADS` is.
+
+use rayon::prelude::*;
+
+/// Below this many elements a loop runs serially. Measured with `cargo bench --bench layers`.
+pub const PAR_THRESHOLD: usize = 32 * 1024;
+
+/// Elements per parallel piece for element-wise loops.
+const CHUNK: usize = 16 * 1024;
+
+/// Calls `f(start, piece)` over consecutive pieces of `out`, where `start` is the index of the
+/// piece's first element. Parallel above the threshold.
+pub fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() < PAR_THRESHOLD {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, piece)| f(i * CHUNK, piece));
+    }
+}
+
+/// Calls `f(row_index, row)` for every row of length `row_len` in `out`. Rows are grouped so
+/// that each parallel task has at least about [`CHUNK`] elements; each row is handled whole by
+/// one thread.
+pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if row_len == 0 {
+        return;
+    }
+    if out.len() < PAR_THRESHOLD {
+        for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
+            f(i, row);
+        }
+    } else {
+        let rows_per_task = CHUNK.div_ceil(row_len).max(1);
+        out.par_chunks_mut(rows_per_task * row_len)
+            .enumerate()
+            .for_each(|(task, rows)| {
+                for (j, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                    f(task * rows_per_task + j, row);
+                }
+            });
+    }
+}
+
+/// Sum of `xs` in a fixed order: fixed-size pieces summed left to right, then their partial
+/// sums left to right. Parallel above the threshold, and bit-identical for any thread count
+/// (`par_iter().sum()` is not: its split depends on the pool).
+pub fn sum(xs: &[f32]) -> f32 {
+    if xs.len() < PAR_THRESHOLD {
+        return serial_sum(xs);
+    }
+    let partials: Vec<f32> = xs.par_chunks(CHUNK).map(serial_sum).collect();
+    serial_sum(&partials)
+}
+
+fn serial_sum(xs: &[f32]) -> f32 {
+    // Four running sums break the dependency chain so the loop vectorises; the order is fixed.
+    let mut acc = [0.0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_is_identical_across_thread_counts() {
+        let xs: Vec<f32> = (0..200_000)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+            .collect();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let a = one.install(|| sum(&xs));
+        let b = two.install(|| sum(&xs));
+        assert_eq!(a.to_bits(), b.to_bits());
+        let exact: f64 = xs.iter().map(|&x| x as f64).sum();
+        assert!((a as f64 - exact).abs() < 1e-2 * exact.abs().max(1.0));
+    }
+
+    #[test]
+    fn rows_cover_everything_once() {
+        let mut v = vec![0.0; 100_000];
+        for_each_row(&mut v, 10, |i, row| {
+            row.iter_mut().for_each(|x| *x += i as f32)
+        });
+        assert_eq!(v[99_999], 9_999.0);
+        assert_eq!(v[5], 0.0);
+    }
+}

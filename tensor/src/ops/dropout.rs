@@ -1,0 +1,111 @@
+//! Dropout (book section 3.5.2): during training, zero each element with probability `p` and
+//! scale the survivors by `1/(1 − p)` ("inverted" dropout), so the expected value of every
+//! element is unchanged and evaluation needs no rescaling. In evaluation it is the identity.
+//!
+//! ```text
+//! y = x · m / (1 − p),   m ~ Bernoulli(1 − p)
+//! dx = dy · m / (1 − p)
+//! ```
+//! Saved for backward: the scaled mask `m / (1 − p)`.
+//! PyTorch equivalent: `torch.nn.functional.dropout(x, p, training)`.
+
+use crate::autograd::{Backward, GradStore};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng` in row-major order.
+fn dropout_forward(out: &mut [f32], mask: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) {
+    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+    for ((o, m), &x) in out.iter_mut().zip(mask.iter_mut()).zip(inp) {
+        *m = if rng.uniform() >= p { scale } else { 0.0 };
+        *o = x * *m;
+    }
+}
+
+/// `dinp[i] += dout[i] · mask[i]`.
+fn dropout_backward(dinp: &mut [f32], mask: &[f32], dout: &[f32]) {
+    for ((d, &m), &g) in dinp.iter_mut().zip(mask).zip(dout) {
+        *d += g * m;
+    }
+}
+
+struct DropoutNode {
+    mask: Vec<f32>,
+}
+
+impl Backward for DropoutNode {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+    fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
+        if let Some(dinp) = grads.slot(&inputs[0]) {
+            dropout_backward(dinp, &self.mask, dout);
+        }
+    }
+}
+
+impl Tensor {
+    /// Inverted dropout with drop probability `p` when `train` is set; identity otherwise.
+    #[track_caller]
+    pub fn dropout(&self, p: f32, train: bool, rng: &mut Rng) -> Tensor {
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "dropout: p = {p} is not a probability"
+        );
+        if !train || p == 0.0 {
+            return self.clone();
+        }
+        let inp = self.values();
+        let mut out = vec![0.0; inp.len()];
+        let mut mask = vec![0.0; inp.len()];
+        dropout_forward(&mut out, &mut mask, &inp, p, rng);
+        Tensor::from_op(out, self.shape(), &[self], || DropoutNode { mask })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::gradcheck;
+    use crate::{Rng, Tensor};
+
+    #[test]
+    fn eval_mode_is_identity() {
+        let x = Tensor::ones(&[4, 4]);
+        let y = x.dropout(0.5, false, &mut Rng::seed(0));
+        assert_eq!(x.to_vec(), y.to_vec());
+    }
+
+    #[test]
+    fn keeps_one_minus_p_and_scales_survivors() {
+        let x = Tensor::ones(&[100_000]);
+        let y = x.dropout(0.2, true, &mut Rng::seed(1)).to_vec();
+        let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / y.len() as f64;
+        assert!((kept - 0.8).abs() < 0.01, "kept fraction {kept}");
+        assert!(y.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6));
+        // expectation preserved
+        let mean = y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
+        assert!((mean - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn same_seed_same_mask() {
+        let x = Tensor::ones(&[64]);
+        let a = x.dropout(0.5, true, &mut Rng::seed(3)).to_vec();
+        let b = x.dropout(0.5, true, &mut Rng::seed(3)).to_vec();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn gradcheck_dropout_with_fixed_mask() {
+        // gradcheck re-runs the function many times, so it must draw the same mask each run:
+        // re-seed inside the closure.
+        let mut rng = Rng::seed(4);
+        let x = Tensor::randn(&[3, 5], &mut rng);
+        gradcheck(
+            &[&x],
+            |t| t[0].dropout(0.3, true, &mut Rng::seed(9)),
+            &mut rng,
+        )
+        .unwrap();
+    }
+}

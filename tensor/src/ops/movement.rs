@@ -161,7 +161,7 @@ impl Tensor {
         let d = self.axis("chunk", dim);
         let n = self.shape()[d];
         assert!(
-            chunks > 0 && n % chunks == 0,
+            chunks > 0 && n.is_multiple_of(chunks),
             "chunk: axis {d} of shape {:?} does not split into {chunks} equal pieces",
             self.shape()
         );

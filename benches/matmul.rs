@@ -108,7 +108,7 @@ fn main() {
         "\nMeasured peak (FMA loop): {peak1:.1} GFLOP/s on 1 core, {peak_all:.1} on {all} threads"
     );
     println!(
-        "{:<34} {:>8} {:>10} {:>8}",
+        "{:<44} {:>8} {:>10} {:>8}",
         "shape (m×k×n)", "threads", "GFLOP/s", "% peak"
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
@@ -122,7 +122,7 @@ fn main() {
                 let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
                 let peak = if i == 0 { peak1 } else { peak_all };
                 println!(
-                    "{:<34} {:>8} {:>10.1} {:>7.0}%",
+                    "{:<44} {:>8} {:>10.1} {:>7.0}%",
                     format!("{label} ({m}×{k}×{n})"),
                     threads,
                     gflops,

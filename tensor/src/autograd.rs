@@ -59,6 +59,27 @@ impl GradStore {
     fn take(&mut self, t: &Tensor) -> Option<Vec<f32>> {
         self.map.remove(&t.id())
     }
+
+    /// Moves `t`'s gradient buffer out of the store (zeros if it had none), so a rule can hold
+    /// several inputs' buffers at once; give it back with [`GradStore::put`]. `None` when no
+    /// gradient is wanted for `t`.
+    pub fn take_buffer(&mut self, t: &Tensor) -> Option<Vec<f32>> {
+        if !t.is_requires_grad() {
+            return None;
+        }
+        Some(self.take(t).unwrap_or_else(|| vec![0.0; t.numel()]))
+    }
+
+    /// Returns a buffer taken with [`GradStore::take_buffer`], adding it to anything that
+    /// arrived for `t` meanwhile (when the same tensor is two inputs of one op).
+    pub fn put(&mut self, t: &Tensor, buf: Vec<f32>) {
+        match self.map.get_mut(&t.id()) {
+            Some(existing) => existing.iter_mut().zip(&buf).for_each(|(a, b)| *a += b),
+            None => {
+                self.map.insert(t.id(), buf);
+            }
+        }
+    }
 }
 
 thread_local! {

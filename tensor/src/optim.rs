@@ -5,7 +5,15 @@
 //! reads each one's `.grad()` and updates its values in place. Parameters whose gradient is
 //! `None` are skipped, as in PyTorch.
 
-use crate::kernels::parallel::for_each_chunk;
+use rayon::prelude::*;
+
+use crate::kernels::parallel::PAR_THRESHOLD;
+
+/// One piece of (weights, first moments, second moments), gradients.
+type AdamPieces<'a> = (((&'a mut [f32], &'a mut [f32]), &'a mut [f32]), &'a [f32]);
+
+/// Elements per parallel piece of the AdamW update.
+const ADAM_CHUNK: usize = 16 * 1024;
 use crate::tensor::Tensor;
 
 /// What every optimizer offers the training loop.
@@ -174,20 +182,19 @@ impl Optimizer for AdamW {
             p.with_grad(|g| {
                 let Some(g) = g else { return };
                 p.update(|w| {
-                    // Fixed-size pieces: the same arithmetic per element in any thread layout.
-                    let (mp, vp) = (SyncPtr(m.as_mut_ptr()), SyncPtr(v.as_mut_ptr()));
-                    for_each_chunk(w, |start, piece| {
-                        let len = piece.len();
-                        // SAFETY: pieces are disjoint ranges [start, start+len) of w, and m, v
-                        // have w's length, so each task touches its own range of m and v.
-                        let (m, v) = unsafe {
-                            (
-                                std::slice::from_raw_parts_mut(mp.get().add(start), len),
-                                std::slice::from_raw_parts_mut(vp.get().add(start), len),
-                            )
-                        };
-                        adamw_update(piece, &g[start..start + len], m, v, lr, betas, eps, wd, t);
-                    });
+                    let update = |(((w, m), v), g): AdamPieces| {
+                        adamw_update(w, g, m, v, lr, betas, eps, wd, t)
+                    };
+                    if w.len() < PAR_THRESHOLD {
+                        update((((w, m.as_mut_slice()), v.as_mut_slice()), g));
+                    } else {
+                        // Fixed-size pieces: the same arithmetic per element for any thread count.
+                        w.par_chunks_mut(ADAM_CHUNK)
+                            .zip(m.par_chunks_mut(ADAM_CHUNK))
+                            .zip(v.par_chunks_mut(ADAM_CHUNK))
+                            .zip(g.par_chunks(ADAM_CHUNK))
+                            .for_each(update);
+                    }
                 });
             });
         }
@@ -200,16 +207,6 @@ impl Optimizer for AdamW {
     }
     fn set_lr(&mut self, lr: f32) {
         self.lr = lr;
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -30,15 +30,27 @@ pub fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
 /// that each parallel task has at least about [`CHUNK`] elements; each row is handled whole by
 /// one thread.
 pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    for_each_row_with_cost(out, row_len, row_len, f)
+}
+
+/// [`for_each_row`] where each row costs about `cost` element-operations (which may be far
+/// more than its length: a cross-entropy row of length 1 reads a whole vocabulary row).
+pub fn for_each_row_with_cost(
+    out: &mut [f32],
+    row_len: usize,
+    cost: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
     if row_len == 0 {
         return;
     }
-    if out.len() < PAR_THRESHOLD {
+    let rows = out.len() / row_len;
+    if rows * cost.max(1) < PAR_THRESHOLD || rows < 2 {
         for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
             f(i, row);
         }
     } else {
-        let rows_per_task = CHUNK.div_ceil(row_len).max(1);
+        let rows_per_task = CHUNK.div_ceil(cost.max(1)).max(1);
         out.par_chunks_mut(rows_per_task * row_len)
             .enumerate()
             .for_each(|(task, rows)| {
@@ -46,6 +58,79 @@ pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32
                     f(task * rows_per_task + j, row);
                 }
             });
+    }
+}
+
+/// [`for_each_row`] over two buffers at once: row r of `a` (length `a_len`) and row r of `b`
+/// (length `b_len`) go to the same call, `f(r, a_row, b_row)` (e.g. a normalized row and its
+/// saved statistics).
+pub fn for_each_row_pair(
+    a: &mut [f32],
+    a_len: usize,
+    b: &mut [f32],
+    b_len: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) {
+    if a_len == 0 {
+        return;
+    }
+    if a.len() < PAR_THRESHOLD {
+        for (r, (ra, rb)) in a
+            .chunks_exact_mut(a_len)
+            .zip(b.chunks_exact_mut(b_len.max(1)))
+            .enumerate()
+        {
+            f(r, ra, rb);
+        }
+    } else {
+        let rows_per_task = CHUNK.div_ceil(a_len).max(1);
+        a.par_chunks_mut(rows_per_task * a_len)
+            .zip(b.par_chunks_mut(rows_per_task * b_len.max(1)))
+            .enumerate()
+            .for_each(|(task, (ra, rb))| {
+                for (j, (x, y)) in ra
+                    .chunks_exact_mut(a_len)
+                    .zip(rb.chunks_exact_mut(b_len.max(1)))
+                    .enumerate()
+                {
+                    f(task * rows_per_task + j, x, y);
+                }
+            });
+    }
+}
+
+/// Rows per block in [`accumulate_over_rows`].
+const ROW_BLOCK: usize = 32;
+
+/// Adds up per-row contributions into `dst` (the pattern of every bias or norm-weight
+/// gradient: a sum over all rows of the batch). Rows are cut into fixed blocks; `f(rows,
+/// partial)` adds the contributions of the rows in `rows` into a zeroed `partial` of
+/// `dst.len()` values. Blocks run in parallel when the work is large, and their partials are
+/// added into `dst` in block order, so the result is the same for any thread count.
+pub fn accumulate_over_rows(
+    dst: &mut [f32],
+    n_rows: usize,
+    cost_per_row: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    let blocks = n_rows.div_ceil(ROW_BLOCK);
+    let run = |b: usize| {
+        let mut partial = vec![0.0; dst.len()];
+        f(
+            b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n_rows),
+            &mut partial,
+        );
+        partial
+    };
+    let partials: Vec<Vec<f32>> = if n_rows * cost_per_row < PAR_THRESHOLD {
+        (0..blocks).map(run).collect()
+    } else {
+        (0..blocks).into_par_iter().map(run).collect()
+    };
+    for p in partials {
+        for (d, x) in dst.iter_mut().zip(&p) {
+            *d += x;
+        }
     }
 }
 
@@ -61,7 +146,7 @@ pub fn sum(xs: &[f32]) -> f32 {
 }
 
 fn serial_sum(xs: &[f32]) -> f32 {
-    // Four running sums break the dependency chain so the loop vectorises; the order is fixed.
+    // Eight running sums break the dependency chain so the loop vectorises; the order is fixed.
     let mut acc = [0.0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {

@@ -26,7 +26,7 @@ use crate::layout::{broadcast_shapes, Layout};
 use crate::tensor::Tensor;
 
 /// Storage offset of each batch entry's matrix, for a layout whose last two axes are the matrix.
-fn batch_offsets(layout: &Layout) -> Vec<usize> {
+pub(crate) fn batch_offsets(layout: &Layout) -> Vec<usize> {
     let nb = layout.shape.len() - 2;
     let batch = Layout {
         shape: layout.shape[..nb].iter().copied().chain([1]).collect(),
@@ -39,7 +39,7 @@ fn batch_offsets(layout: &Layout) -> Vec<usize> {
 }
 
 /// The matrix of one batch entry of `t` (last two axes) at storage offset `offset`.
-fn mat<'a>(data: &'a [f32], t: &Tensor, offset: usize) -> MatRef<'a> {
+pub(crate) fn mat<'a>(data: &'a [f32], t: &Tensor, offset: usize) -> MatRef<'a> {
     let s = &t.layout().strides;
     MatRef {
         data,

@@ -1,0 +1,340 @@
+//! Fused causal scaled-dot-product attention (book section 3.5–3.6), one op with a
+//! hand-written backward.
+//!
+//! Shapes: q `[..., Tq, HS]`, k and v `[..., Tk, HS]` (the leading axes, e.g. `[B, NH]`, must
+//! match), output `[..., Tq, HS]`. Query i sits at absolute position `Tk − Tq + i` and may
+//! attend to keys `j ≤ Tk − Tq + i` (with Tq = Tk this is the usual causal mask; with a KV
+//! cache, Tq = 1 new query attends to every cached key).
+//! For each batch entry:
+//! ```text
+//! S  = Q·Kᵀ / √HS                 scores (Tq×Tk)
+//! P  = softmax(S) over allowed keys, 0 on masked ones
+//! Pd = P ⊙ M                      dropout on the attention weights (M ∈ {0, 1/(1−p)})
+//! O  = Pd·V
+//!
+//! dPd = dO·Vᵀ,   dV += Pdᵀ·dO
+//! dP  = dPd ⊙ M
+//! dS  = P ⊙ (dP − rowsum(dP ⊙ P))           softmax backward
+//! dQ += dS·K / √HS,   dK += dSᵀ·Q / √HS
+//! ```
+//! Every product is an SGEMM on strided views (q, k, v may be transposed views of a `[B, T,
+//! NH, HS]` projection: no copies). Batch entries run in parallel. Saved for backward: P and
+//! the dropout mask.
+//!
+//! The composed twin, built from `matmul`, `masked_fill`, `softmax`, `dropout`, is
+//! `MultiHeadAttention::forward_composed` in the model crate; tests check both agree.
+//! PyTorch: `F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)`.
+
+use rayon::prelude::*;
+
+use super::matmul::{batch_offsets, mat};
+use crate::autograd::{Backward, GradStore};
+use crate::kernels::gemm::{gemm_serial, MatRef};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy)]
+struct Dims {
+    tq: usize,
+    tk: usize,
+    hs: usize,
+    scale: f32,
+}
+
+impl Dims {
+    /// Number of keys query row i may see.
+    fn visible(&self, i: usize) -> usize {
+        self.tk - self.tq + i + 1
+    }
+}
+
+/// Row-wise masked softmax of the scores in place: row i keeps its first `visible(i)` entries.
+fn causal_softmax(p: &mut [f32], d: Dims) {
+    for (i, row) in p.chunks_exact_mut(d.tk).enumerate() {
+        let n = d.visible(i);
+        let (seen, future) = row.split_at_mut(n);
+        let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = 0.0;
+        for s in seen.iter_mut() {
+            *s = (*s - m).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        seen.iter_mut().for_each(|s| *s *= inv);
+        future.fill(0.0);
+    }
+}
+
+/// One batch entry's forward: fills `p` (Tq×Tk) and `out` (Tq×HS).
+fn attention_forward(
+    out: &mut [f32],
+    p: &mut [f32],
+    q: MatRef,
+    k: MatRef,
+    v: MatRef,
+    mask: Option<&[f32]>,
+    d: Dims,
+) {
+    gemm_serial(d.tq, d.hs, d.tk, d.scale, q, k.t(), 0.0, p);
+    causal_softmax(p, d);
+    match mask {
+        Some(m) => {
+            let pd: Vec<f32> = p.iter().zip(m).map(|(a, b)| a * b).collect();
+            gemm_serial(
+                d.tq,
+                d.tk,
+                d.hs,
+                1.0,
+                MatRef::row_major(&pd, 0, d.tk),
+                v,
+                0.0,
+                out,
+            );
+        }
+        None => gemm_serial(
+            d.tq,
+            d.tk,
+            d.hs,
+            1.0,
+            MatRef::row_major(p, 0, d.tk),
+            v,
+            0.0,
+            out,
+        ),
+    }
+}
+
+/// One batch entry's backward; accumulates into dq (Tq×HS), dk, dv (Tk×HS).
+#[allow(clippy::too_many_arguments)]
+fn attention_backward(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    p: &[f32],
+    mask: Option<&[f32]>,
+    (q, k, v): (MatRef, MatRef, MatRef),
+    d: Dims,
+) {
+    let (tq, tk, hs) = (d.tq, d.tk, d.hs);
+    let d_o = MatRef::row_major(dout, 0, hs);
+    let pd: Vec<f32> = match mask {
+        Some(m) => p.iter().zip(m).map(|(a, b)| a * b).collect(),
+        None => p.to_vec(),
+    };
+    // dV += Pdᵀ·dO
+    gemm_serial(
+        tk,
+        tq,
+        hs,
+        1.0,
+        MatRef::row_major(&pd, 0, tk).t(),
+        d_o,
+        1.0,
+        dv,
+    );
+    // dP = (dO·Vᵀ) ⊙ M, reusing pd's buffer
+    let mut ds = pd;
+    gemm_serial(tq, hs, tk, 1.0, d_o, v.t(), 0.0, &mut ds);
+    if let Some(m) = mask {
+        ds.iter_mut().zip(m).for_each(|(a, b)| *a *= b);
+    }
+    // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+    for (drow, prow) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
+        let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
+        drow.iter_mut()
+            .zip(prow)
+            .for_each(|(a, b)| *a = b * (*a - dot));
+    }
+    let ds = MatRef::row_major(&ds, 0, tk);
+    gemm_serial(tq, tk, hs, d.scale, ds, k, 1.0, dq);
+    gemm_serial(tk, tq, hs, d.scale, ds.t(), q, 1.0, dk);
+}
+
+struct AttentionNode {
+    p: Vec<f32>,
+    mask: Option<Vec<f32>>,
+    dims: Dims,
+}
+
+impl Backward for AttentionNode {
+    fn name(&self) -> &'static str {
+        "causal_attention"
+    }
+    fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let d = self.dims;
+        let take = |g: &mut GradStore, t: &Tensor| {
+            g.take_buffer(t).unwrap_or_else(|| vec![0.0; t.numel()])
+        };
+        let (mut dq, mut dk, mut dv) = (take(grads, q), take(grads, k), take(grads, v));
+        let (qd, kd, vd) = (q.storage(), k.storage(), v.storage());
+        let (qo, ko, vo) = (
+            batch_offsets(q.layout()),
+            batch_offsets(k.layout()),
+            batch_offsets(v.layout()),
+        );
+        let (tt, qs, ks) = (d.tq * d.tk, d.tq * d.hs, d.tk * d.hs);
+        dq.par_chunks_mut(qs)
+            .zip(dk.par_chunks_mut(ks))
+            .zip(dv.par_chunks_mut(ks))
+            .enumerate()
+            .for_each(|(i, ((dqi, dki), dvi))| {
+                let mats = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
+                let mask = self.mask.as_ref().map(|m| &m[i * tt..(i + 1) * tt]);
+                let p = &self.p[i * tt..(i + 1) * tt];
+                attention_backward(dqi, dki, dvi, &dout[i * qs..(i + 1) * qs], p, mask, mats, d);
+            });
+        for (t, buf) in [(q, dq), (k, dk), (v, dv)] {
+            if t.is_requires_grad() {
+                grads.put(t, buf);
+            }
+        }
+    }
+}
+
+impl Tensor {
+    /// Causal scaled-dot-product attention of queries `q` over keys `k` and values `v`, with
+    /// dropout `p_drop` on the attention weights when `train` is set (masks drawn from `rng`).
+    #[track_caller]
+    pub fn causal_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p_drop: f32,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Tensor {
+        let nd = q.ndim();
+        let ok = nd >= 2
+            && k.shape() == v.shape()
+            && k.ndim() == nd
+            && q.shape()[..nd - 2] == k.shape()[..nd - 2]
+            && q.size(-1) == k.size(-1)
+            && q.size(-2) <= k.size(-2);
+        assert!(
+            ok,
+            "causal_attention: q {:?}, k {:?}, v {:?} must be [..., Tq, HS], [..., Tk, HS] with Tq <= Tk",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        );
+        assert!(
+            (0.0..1.0).contains(&p_drop),
+            "causal_attention: dropout {p_drop} not in [0, 1)"
+        );
+        let (tq, tk, hs) = (q.size(-2), k.size(-2), q.size(-1));
+        let dims = Dims {
+            tq,
+            tk,
+            hs,
+            scale: 1.0 / (hs as f32).sqrt(),
+        };
+        let nb = q.numel() / (tq * hs).max(1);
+        let mask = (train && p_drop > 0.0).then(|| {
+            let keep = 1.0 / (1.0 - p_drop);
+            (0..nb * tq * tk)
+                .map(|_| if rng.uniform() >= p_drop { keep } else { 0.0 })
+                .collect::<Vec<f32>>()
+        });
+        let mut out = vec![0.0; nb * tq * hs];
+        let mut p = vec![0.0; nb * tq * tk];
+        let (qd, kd, vd) = (q.storage(), k.storage(), v.storage());
+        let (qo, ko, vo) = (
+            batch_offsets(q.layout()),
+            batch_offsets(k.layout()),
+            batch_offsets(v.layout()),
+        );
+        out.par_chunks_mut(tq * hs)
+            .zip(p.par_chunks_mut(tq * tk))
+            .enumerate()
+            .for_each(|(i, (o, pi))| {
+                let m = mask.as_ref().map(|m| &m[i * tq * tk..(i + 1) * tq * tk]);
+                attention_forward(
+                    o,
+                    pi,
+                    mat(&qd, q, qo[i]),
+                    mat(&kd, k, ko[i]),
+                    mat(&vd, v, vo[i]),
+                    m,
+                    dims,
+                );
+            });
+        Tensor::from_op(out, q.shape(), &[q, k, v], || AttentionNode {
+            p,
+            mask,
+            dims,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::gradcheck;
+    use crate::{Rng, Tensor};
+
+    /// The textbook path: scores, mask, softmax, dropout, weighted sum.
+    fn composed(q: &Tensor, k: &Tensor, v: &Tensor, p: f32, train: bool, rng: &mut Rng) -> Tensor {
+        let (tq, tk, hs) = (q.size(-2), k.size(-2), q.size(-1));
+        let mask: Vec<f32> = (0..tq * tk)
+            .map(|x| ((x % tk) > (tk - tq + x / tk)) as u8 as f32)
+            .collect();
+        let scores = q
+            .matmul(&k.transpose(-2, -1))
+            .mul_scalar(1.0 / (hs as f32).sqrt());
+        let w = scores
+            .masked_fill(&Tensor::from_vec(mask, &[tq, tk]), f32::NEG_INFINITY)
+            .softmax(-1);
+        w.dropout(p, train, rng).matmul(v)
+    }
+
+    #[test]
+    fn fused_equals_composed_forward_and_backward() {
+        let mut rng = Rng::seed(18);
+        for (tq, tk, train) in [(5, 5, false), (5, 5, true), (1, 4, false), (3, 6, true)] {
+            let q = Tensor::randn(&[2, 3, tq, 4], &mut rng).requires_grad();
+            let k = Tensor::randn(&[2, 3, tk, 4], &mut rng).requires_grad();
+            let v = Tensor::randn(&[2, 3, tk, 4], &mut rng).requires_grad();
+            let r = Tensor::randn(&[2, 3, tq, 4], &mut rng);
+            let a = Tensor::causal_attention(&q, &k, &v, 0.3, train, &mut Rng::seed(1));
+            a.mul(&r).sum_all().backward();
+            let ga: Vec<Vec<f32>> = [&q, &k, &v]
+                .iter()
+                .map(|t| t.grad().unwrap().to_vec())
+                .collect();
+            [&q, &k, &v].iter().for_each(|t| t.zero_grad());
+            // both draw one uniform per (entry, row, key) in the same order, so masks agree
+            let b = composed(&q, &k, &v, 0.3, train, &mut Rng::seed(1));
+            b.mul(&r).sum_all().backward();
+            let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-4);
+            assert!(
+                close(&a.to_vec(), &b.to_vec()),
+                "forward tq={tq} tk={tk} train={train}"
+            );
+            for (t, g) in [&q, &k, &v].iter().zip(&ga) {
+                assert!(
+                    close(&t.grad().unwrap().to_vec(), g),
+                    "backward tq={tq} tk={tk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gradcheck_causal_attention_on_transposed_views() {
+        let mut rng = Rng::seed(19);
+        // q, k, v as [B, T, NH, HS] transposed to [B, NH, T, HS]: strided, not copied
+        let q = Tensor::randn(&[2, 4, 2, 3], &mut rng);
+        let k = Tensor::randn(&[2, 4, 2, 3], &mut rng);
+        let v = Tensor::randn(&[2, 4, 2, 3], &mut rng);
+        gradcheck(
+            &[&q, &k, &v],
+            |t| {
+                let [q, k, v] = [0, 1, 2].map(|i| t[i].transpose(1, 2));
+                Tensor::causal_attention(&q, &k, &v, 0.2, true, &mut Rng::seed(3))
+            },
+            &mut rng,
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,140 @@
+//! Fused softmax + cross-entropy (book section 5.1.2): the mean over rows of
+//! `−ln softmax(logits)[target]`, in one pass and without forming the softmax.
+//!
+//! For a row of logits x with target t:
+//! ```text
+//! lse  = m + ln Σⱼ e^(xⱼ − m)       (m = max x, for stability: log-sum-exp)
+//! loss = lse − x_t
+//! dxⱼ  = (e^(xⱼ − lse) − [j = t]) · dL/N          (softmax minus one-hot, over N rows)
+//! ```
+//! Saved for backward: one `lse` per row, so no second vocabulary-sized tensor ever exists.
+//! The composed twin is `−mean(gather(log_softmax(x), t))` (`model::loss::cross_entropy_composed`),
+//! and a test checks they agree. PyTorch: `F.cross_entropy(logits.flatten(0, -2), targets)`.
+
+use crate::autograd::{Backward, GradStore};
+use crate::kernels::parallel::{for_each_row, for_each_row_with_cost};
+use crate::tensor::Tensor;
+
+/// Per-row log-sum-exp and loss. Shapes: logits (N, V), targets (N,), lse/loss (N,)
+fn cross_entropy_forward(
+    lse: &mut [f32],
+    losses: &mut [f32],
+    logits: &[f32],
+    targets: &[usize],
+    v: usize,
+) {
+    for_each_row_with_cost(lse, 1, v, |r, out| {
+        let row = &logits[r * v..(r + 1) * v];
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+        out[0] = m + sum.ln();
+    });
+    for (r, loss) in losses.iter_mut().enumerate() {
+        *loss = lse[r] - logits[r * v + targets[r]];
+    }
+}
+
+/// `dlogits[r, j] += (softmax[r, j] − [j = t_r]) · scale`.
+fn cross_entropy_backward(
+    dlogits: &mut [f32],
+    logits: &[f32],
+    lse: &[f32],
+    targets: &[usize],
+    v: usize,
+    scale: f32,
+) {
+    for_each_row(dlogits, v, |r, d| {
+        let row = &logits[r * v..(r + 1) * v];
+        for (dj, &x) in d.iter_mut().zip(row) {
+            *dj += (x - lse[r]).exp() * scale;
+        }
+        d[targets[r]] -= scale;
+    });
+}
+
+struct CrossEntropyNode {
+    lse: Vec<f32>,
+    targets: Vec<usize>,
+}
+
+impl Backward for CrossEntropyNode {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
+        let x = &inputs[0];
+        let v = x.size(-1);
+        let scale = dout[0] / self.targets.len() as f32;
+        let xv = x.values();
+        if let Some(dx) = grads.slot(x) {
+            cross_entropy_backward(dx, &xv, &self.lse, &self.targets, v, scale);
+        }
+    }
+}
+
+impl Tensor {
+    /// Mean cross-entropy of logits `[..., V]` against one target id per row (`targets.len()`
+    /// = number of rows). Returns a 0-d tensor.
+    #[track_caller]
+    pub fn cross_entropy(&self, targets: &[usize]) -> Tensor {
+        let v = self.size(-1);
+        let rows = self.numel() / v.max(1);
+        assert!(
+            targets.len() == rows && rows > 0,
+            "cross_entropy: {} targets for {rows} rows of logits {:?}",
+            targets.len(),
+            self.shape()
+        );
+        if let Some(&bad) = targets.iter().find(|&&t| t >= v) {
+            panic!("cross_entropy: target {bad} out of range for {v} classes");
+        }
+        let xv = self.values();
+        let mut lse = vec![0.0; rows];
+        let mut losses = vec![0.0; rows];
+        cross_entropy_forward(&mut lse, &mut losses, &xv, targets, v);
+        let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / rows as f64;
+        let targets = targets.to_vec();
+        Tensor::from_op(vec![mean as f32], &[], &[self], || CrossEntropyNode {
+            lse,
+            targets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::gradcheck;
+    use crate::{Rng, Tensor};
+
+    #[test]
+    fn uniform_logits_give_ln_v() {
+        // all-equal logits: softmax is 1/V everywhere, loss = ln V
+        let x = Tensor::zeros(&[3, 50]);
+        assert!((x.cross_entropy(&[0, 7, 49]).item() - 50f32.ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn fused_equals_composed() {
+        let mut rng = Rng::seed(16);
+        let x = Tensor::randn(&[2, 3, 11], &mut rng)
+            .mul_scalar(3.0)
+            .requires_grad();
+        let t = [1, 0, 10, 5, 5, 2];
+        let a = x.cross_entropy(&t);
+        a.backward();
+        let ga = x.grad().unwrap().to_vec();
+        x.zero_grad();
+        let b = x.log_softmax(-1).gather_last(&t).mean_all().neg();
+        b.backward();
+        assert!((a.item() - b.item()).abs() < 1e-5);
+        let gb = x.grad().unwrap().to_vec();
+        assert!(ga.iter().zip(&gb).all(|(p, q)| (p - q).abs() < 1e-6));
+    }
+
+    #[test]
+    fn gradcheck_cross_entropy() {
+        let mut rng = Rng::seed(17);
+        let x = Tensor::randn(&[4, 9], &mut rng);
+        gradcheck(&[&x], |t| t[0].cross_entropy(&[8, 0, 3, 3]), &mut rng).unwrap();
+    }
+}

@@ -1,0 +1,220 @@
+//! Fused layer normalization over the last axis (book section 4.2), with a hand-written
+//! backward (the derivation follows llm.c's `doc/layernorm`).
+//!
+//! For each row x of C values:
+//! ```text
+//! μ = mean(x),  σ² = mean((x − μ)²)       (biased variance, as the book and GPT-2 use)
+//! r = 1/√(σ² + ε),  n = (x − μ)·r          (n: the normalized row)
+//! y = n·w + b                              (w: scale, b: shift)
+//! ```
+//! Backward, with g = dL/dy:
+//! ```text
+//! db += g,   dw += g·n
+//! dn = g·w
+//! dx += r·(dn − mean(dn) − n·mean(dn·n))
+//! ```
+//! Saved for backward: μ and r of every row (two floats per row), so n is recomputed from x.
+//! The composed twin (`mean`, `var`, `sub`, `div`, ...) is `LayerNorm::forward_composed` in
+//! the model crate; tests check the two agree. PyTorch: `F.layer_norm(x, (C,), w, b, eps)`.
+
+use crate::autograd::{Backward, GradStore};
+use crate::kernels::parallel::{accumulate_over_rows, for_each_row, for_each_row_pair};
+use crate::tensor::Tensor;
+
+/// One row: returns (μ, r) and writes y. Shapes: out, inp, weight, bias: (C,)
+fn layer_norm_row(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+) -> (f32, f32) {
+    let c = inp.len() as f32;
+    let mean = inp.iter().sum::<f32>() / c;
+    let var = inp.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / c;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for i in 0..inp.len() {
+        out[i] = (inp[i] - mean) * rstd * weight[i] + bias[i];
+    }
+    (mean, rstd)
+}
+
+/// Forward over rows of length C. `stats[2r..2r+2] = (μ, r)` of row r.
+fn layer_norm_forward(
+    out: &mut [f32],
+    stats: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+) {
+    let c = weight.len();
+    for_each_row_pair(out, c, stats, 2, |r, row, stat| {
+        let (mean, rstd) = layer_norm_row(row, &inp[r * c..(r + 1) * c], weight, bias, eps);
+        (stat[0], stat[1]) = (mean, rstd);
+    });
+}
+
+/// `dinp += r·(dn − mean(dn) − n·mean(dn·n))` per row, with dn = dout·w.
+fn layer_norm_backward_input(
+    dinp: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    stats: &[f32],
+) {
+    let c = weight.len();
+    for_each_row(dinp, c, |r, dx| {
+        let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
+        let (x, g) = (&inp[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
+        let (mut dn_mean, mut dn_n_mean) = (0.0, 0.0);
+        for i in 0..c {
+            let dn = g[i] * weight[i];
+            dn_mean += dn;
+            dn_n_mean += dn * (x[i] - mean) * rstd;
+        }
+        dn_mean /= c as f32;
+        dn_n_mean /= c as f32;
+        for i in 0..c {
+            let n = (x[i] - mean) * rstd;
+            dx[i] += rstd * (g[i] * weight[i] - dn_mean - n * dn_n_mean);
+        }
+    });
+}
+
+/// `dweight += Σ_rows dout·n`, `dbias += Σ_rows dout` (packed as one [dweight | dbias] buffer).
+fn layer_norm_backward_params(dwb: &mut [f32], dout: &[f32], inp: &[f32], stats: &[f32], c: usize) {
+    let rows = dout.len() / c.max(1);
+    accumulate_over_rows(dwb, rows, c, |range, partial| {
+        let (pw, pb) = partial.split_at_mut(c);
+        for r in range {
+            let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
+            for i in 0..c {
+                let g = dout[r * c + i];
+                pw[i] += g * (inp[r * c + i] - mean) * rstd;
+                pb[i] += g;
+            }
+        }
+    });
+}
+
+struct LayerNormNode {
+    stats: Vec<f32>,
+}
+
+impl Backward for LayerNormNode {
+    fn name(&self) -> &'static str {
+        "layer_norm"
+    }
+    fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
+        let (x, w, b) = (&inputs[0], &inputs[1], &inputs[2]);
+        let (xv, wv) = (x.values(), w.values());
+        let c = wv.len();
+        if let Some(dx) = grads.slot(x) {
+            layer_norm_backward_input(dx, dout, &xv, &wv, &self.stats);
+        }
+        if w.is_requires_grad() || b.is_requires_grad() {
+            let mut dwb = vec![0.0; 2 * c];
+            layer_norm_backward_params(&mut dwb, dout, &xv, &self.stats, c);
+            if let Some(dw) = grads.slot(w) {
+                dw.iter_mut().zip(&dwb[..c]).for_each(|(a, b)| *a += b);
+            }
+            if let Some(db) = grads.slot(b) {
+                db.iter_mut().zip(&dwb[c..]).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+}
+
+impl Tensor {
+    /// Layer norm over the last axis with scale `weight` and shift `bias` (both `[C]`).
+    /// PyTorch: `F.layer_norm(x, (C,), weight, bias, eps)`.
+    #[track_caller]
+    pub fn layer_norm(&self, weight: &Tensor, bias: &Tensor, eps: f32) -> Tensor {
+        let c = self.size(-1);
+        assert!(
+            weight.shape() == [c] && bias.shape() == [c],
+            "layer_norm: input {:?} needs weight and bias of shape [{c}], got {:?} and {:?}",
+            self.shape(),
+            weight.shape(),
+            bias.shape()
+        );
+        let xv = self.values();
+        let mut out = vec![0.0; xv.len()];
+        let mut stats = vec![0.0; 2 * (xv.len() / c.max(1))];
+        layer_norm_forward(
+            &mut out,
+            &mut stats,
+            &xv,
+            &weight.values(),
+            &bias.values(),
+            eps,
+        );
+        Tensor::from_op(out, self.shape(), &[self, weight, bias], || LayerNormNode {
+            stats,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::gradcheck;
+    use crate::{Rng, Tensor};
+
+    #[test]
+    fn normalizes_rows() {
+        // row [1, 2, 3]: μ = 2, σ² = 2/3 → n = [-1.2247, 0, 1.2247]
+        let x = Tensor::from_vec(vec![1., 2., 3.], &[1, 3]);
+        let y = x
+            .layer_norm(&Tensor::ones(&[3]), &Tensor::zeros(&[3]), 1e-5)
+            .to_vec();
+        assert!(
+            (y[0] + 1.224_74).abs() < 1e-4 && y[1].abs() < 1e-6 && (y[2] - 1.224_74).abs() < 1e-4
+        );
+    }
+
+    #[test]
+    fn gradcheck_layer_norm() {
+        let mut rng = Rng::seed(14);
+        let x = Tensor::randn(&[2, 3, 6], &mut rng);
+        let w = Tensor::randn(&[6], &mut rng);
+        let b = Tensor::randn(&[6], &mut rng);
+        gradcheck(
+            &[&x, &w, &b],
+            |t| t[0].layer_norm(&t[1], &t[2], 1e-5),
+            &mut rng,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn fused_equals_composed() {
+        let mut rng = Rng::seed(15);
+        let x = Tensor::randn(&[4, 7], &mut rng).requires_grad();
+        let w = Tensor::randn(&[7], &mut rng).requires_grad();
+        let b = Tensor::randn(&[7], &mut rng).requires_grad();
+        let r = Tensor::randn(&[4, 7], &mut rng);
+        let composed = |x: &Tensor| {
+            let mean = x.mean(-1, true);
+            let var = x.var(-1, true, 0);
+            x.sub(&mean)
+                .div(&var.add_scalar(1e-5).sqrt())
+                .mul(&w)
+                .add(&b)
+        };
+        let y1 = x.layer_norm(&w, &b, 1e-5);
+        y1.mul(&r).sum_all().backward();
+        let g1: Vec<Vec<f32>> = [&x, &w, &b]
+            .iter()
+            .map(|t| t.grad().unwrap().to_vec())
+            .collect();
+        [&x, &w, &b].iter().for_each(|t| t.zero_grad());
+        let y2 = composed(&x);
+        y2.mul(&r).sum_all().backward();
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-4);
+        assert!(close(&y1.to_vec(), &y2.to_vec()));
+        for (t, g) in [&x, &w, &b].iter().zip(&g1) {
+            assert!(close(&t.grad().unwrap().to_vec(), g));
+        }
+    }
+}

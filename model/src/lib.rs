@@ -1,2 +1,39 @@
-//! GPT layers built from `tensor` ops (in progress: see issue 3).
+//! # The GPT model
+//!
+//! Every layer of the book's GPT, built from differentiable `tensor` ops. Each module names
+//! the book section it implements; the fast (fused) path and the textbook (composed) path are
+//! both kept where they differ, and tests check they agree.
+//!
+//! | book | idea | module |
+//! |---|---|---|
+//! | 2.7–2.8 | token and positional embeddings | [`embedding`] |
+//! | 3.3–3.6 | attention: simplified, trainable, causal, multi-head | [`attention`] |
+//! | 3.5.2 | dropout | [`dropout`] |
+//! | 4.1 | the configuration | [`config`] |
+//! | 4.2 | layer normalization | [`layer_norm`] |
+//! | 4.3 | GELU and the feed-forward network | [`gelu`], [`feed_forward`] |
+//! | 4.4–4.5 | shortcut connections, the transformer block | [`block`] |
+//! | 4.6 | the GPT model | [`gpt`] |
+//! | 4.7, 5.3 | generating text: greedy, temperature, top-k, top-p, KV cache | [`generate`] |
+//! | 5.1 | the loss: cross-entropy, perplexity | [`loss`] |
+//! | 5.5 | GPT-2 weights (`.safetensors`, Hugging Face names) | [`weights`] |
+
+pub mod attention;
+pub mod block;
+pub mod config;
+pub mod dropout;
+pub mod embedding;
+pub mod feed_forward;
+pub mod gelu;
+pub mod generate;
+pub mod gpt;
+pub mod layer_norm;
+pub mod linear;
+pub mod loss;
+pub mod module;
+pub mod testing;
+
+pub use config::{ConfigError, GptConfig};
+pub use gpt::GptModel;
+pub use module::{Context, Module};
 pub use tensor;

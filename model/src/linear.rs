@@ -1,0 +1,82 @@
+//! The linear layer `y = x·Wᵀ + b` (used throughout chapters 3–4).
+//!
+//! PyTorch: `nn.Linear(in_features, out_features, bias)`. The weight is stored `[out, in]`
+//! as PyTorch does, and initialised like PyTorch: W and b ~ U(−1/√in, 1/√in).
+//! [`Linear::forward`] runs the fused `linear` op (one SGEMM, bias folded in);
+//! [`Linear::forward_composed`] is the textbook `x.matmul(Wᵀ) + b`, kept for teaching and
+//! tested equal.
+
+use tensor::Tensor;
+
+use crate::module::{join, Context, Module};
+
+pub struct Linear {
+    /// `[out_features, in_features]`
+    pub weight: Tensor,
+    /// `[out_features]`, if the layer has a bias.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(in_features: usize, out_features: usize, bias: bool, ctx: &Context) -> Linear {
+        let bound = 1.0 / (in_features as f32).sqrt();
+        let mut rng = ctx.rng();
+        let weight =
+            Tensor::uniform(&[out_features, in_features], -bound, bound, &mut rng).requires_grad();
+        let bias =
+            bias.then(|| Tensor::uniform(&[out_features], -bound, bound, &mut rng).requires_grad());
+        Linear { weight, bias }
+    }
+
+    /// `x·Wᵀ + b` over the last axis of `x`.
+    #[track_caller]
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+
+    /// The same, composed from `matmul` and a broadcast `add`.
+    pub fn forward_composed(&self, x: &Tensor) -> Tensor {
+        let y = x.matmul(&self.weight.t());
+        match &self.bias {
+            Some(b) => y.add(b),
+            None => y,
+        }
+    }
+}
+
+impl Module for Linear {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        f(join(prefix, "weight"), &self.weight);
+        if let Some(b) = &self.bias {
+            f(join(prefix, "bias"), b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::assert_layer_gradients;
+
+    #[test]
+    fn fused_and_composed_agree() {
+        let ctx = Context::new(1);
+        let lin = Linear::new(5, 3, true, &ctx);
+        let x = Tensor::randn(&[2, 4, 5], &mut ctx.rng());
+        let (a, b) = (lin.forward(&x).to_vec(), lin.forward_composed(&x).to_vec());
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5));
+        assert!(lin
+            .weight
+            .to_vec()
+            .iter()
+            .all(|w| w.abs() <= 1.0 / 5f32.sqrt()));
+    }
+
+    #[test]
+    fn gradcheck_linear_layer() {
+        let ctx = Context::new(2);
+        let lin = Linear::new(4, 3, true, &ctx);
+        let x = Tensor::randn(&[2, 4], &mut ctx.rng());
+        assert_layer_gradients(&lin, &x, |x| lin.forward(x));
+    }
+}

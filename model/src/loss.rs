@@ -1,0 +1,70 @@
+//! The training objective (book section 5.1): cross-entropy of the next-token predictions,
+//! and perplexity.
+//!
+//! For every position the model outputs V logits; the target is the id of the token that
+//! really comes next. The loss is the average over positions of `−ln p(target)`, where `p` is
+//! the softmax of the logits. Perplexity `e^loss` reads as "the model is as unsure as if it
+//! chose uniformly among this many tokens" (about V for an untrained model).
+
+use tensor::Tensor;
+
+use crate::gpt::GptModel;
+
+/// Mean cross-entropy of `logits` `[B, T, V]` against `targets` (`B·T` ids), fused and stable
+/// (log-sum-exp; the softmax is never materialised). PyTorch:
+/// `F.cross_entropy(logits.flatten(0, 1), targets.flatten())`.
+#[track_caller]
+pub fn cross_entropy(logits: &Tensor, targets: &[usize]) -> Tensor {
+    logits.cross_entropy(targets)
+}
+
+/// The book's step-by-step version (5.1.2): softmax → probabilities of the targets → log →
+/// mean → negate. Built from `log_softmax` (log of softmax, stable) and `gather_last`.
+#[track_caller]
+pub fn cross_entropy_composed(logits: &Tensor, targets: &[usize]) -> Tensor {
+    let log_probas = logits.log_softmax(-1);
+    let target_log_probas = log_probas.gather_last(targets);
+    target_log_probas.mean_all().neg()
+}
+
+/// `e^loss`.
+pub fn perplexity(loss: f32) -> f32 {
+    loss.exp()
+}
+
+/// The loss of one batch (the book's `calc_loss_batch`): inputs and targets are `B·T` ids each,
+/// targets being the inputs shifted by one token.
+#[track_caller]
+pub fn batch_loss(model: &GptModel, inputs: &[usize], targets: &[usize], batch: usize) -> Tensor {
+    cross_entropy(&model.forward(inputs, batch), targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::assert_close;
+    use tensor::Rng;
+
+    #[test]
+    fn fused_and_composed_agree() {
+        let logits = Tensor::randn(&[2, 3, 7], &mut Rng::seed(0))
+            .mul_scalar(4.0)
+            .requires_grad();
+        let t = [0, 6, 3, 3, 1, 2];
+        let a = cross_entropy(&logits, &t);
+        a.backward();
+        let ga = logits.grad().unwrap();
+        logits.zero_grad();
+        let b = cross_entropy_composed(&logits, &t);
+        b.backward();
+        assert_close(&a, &b, 1e-5);
+        assert_close(&ga, &logits.grad().unwrap(), 1e-6);
+    }
+
+    #[test]
+    fn untrained_perplexity_is_about_the_vocabulary() {
+        // equal logits: loss = ln V, perplexity = V
+        let loss = cross_entropy(&Tensor::zeros(&[1, 4, 50257]), &[0, 1, 2, 3]).item();
+        assert!((perplexity(loss) - 50257.0).abs() < 5.0);
+    }
+}

@@ -1,0 +1,94 @@
+//! What every layer shares: a list of named parameters, and a [`Context`] holding the random
+//! generator and the train/eval switch.
+//!
+//! Parameter names are hierarchical and stable (`trf_blocks.0.att.W_query.weight`), following
+//! the attribute names of the book's PyTorch classes, so a learner can match them one to one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tensor::{Rng, Tensor};
+
+/// A layer with parameters. Implementors list their own parameters and their children's.
+pub trait Module {
+    /// Calls `f(name, parameter)` for every parameter, each name prefixed by `prefix`.
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor));
+
+    /// Every parameter with its full name, in a fixed order. A tensor shared between two
+    /// places (tied weights) is listed once, under its first name.
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        self.visit_parameters("", &mut |name, t| {
+            if seen.insert(t.id()) {
+                out.push((name, t.clone()));
+            }
+        });
+        out
+    }
+
+    /// Every parameter (handles sharing the layer's tensors), for an optimizer.
+    fn parameters(&self) -> Vec<Tensor> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Number of trainable values. PyTorch: `sum(p.numel() for p in model.parameters())`.
+    fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(|p| p.numel()).sum()
+    }
+}
+
+/// `prefix.name`, or `name` at the top level.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// State shared by all layers of one model: the random generator (weight initialisation and
+/// dropout masks draw from it in order, like PyTorch's global generator) and whether the model
+/// is training (dropout on) or evaluating (dropout off). Cloning shares it.
+#[derive(Clone)]
+pub struct Context {
+    rng: Arc<Mutex<Rng>>,
+    training: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// A context whose generator starts from `seed`, in training mode.
+    pub fn new(seed: u64) -> Context {
+        Context::from_rng(Rng::seed(seed))
+    }
+
+    /// A context drawing from `rng`, in training mode.
+    pub fn from_rng(rng: Rng) -> Context {
+        Context {
+            rng: Arc::new(Mutex::new(rng)),
+            training: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// The generator, locked for drawing.
+    pub fn rng(&self) -> MutexGuard<'_, Rng> {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Dropout on. PyTorch: `model.train()`.
+    pub fn train(&self) {
+        self.training.store(true, Ordering::Relaxed);
+    }
+
+    /// Dropout off. PyTorch: `model.eval()`.
+    pub fn eval(&self) {
+        self.training.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+}

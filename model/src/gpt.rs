@@ -141,6 +141,17 @@ impl GptModel {
     }
 }
 
+impl std::fmt::Debug for GptModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GptModel({:?}, {} parameters)",
+            self.cfg,
+            self.num_parameters()
+        )
+    }
+}
+
 impl Module for GptModel {
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         self.tok_emb.visit_parameters(&join(prefix, "tok_emb"), f);

@@ -32,6 +32,7 @@ pub mod linear;
 pub mod loss;
 pub mod module;
 pub mod testing;
+pub mod weights;
 
 pub use config::{ConfigError, GptConfig};
 pub use gpt::GptModel;

@@ -1,0 +1,654 @@
+//! Model weights on disk (book section 5.5): `.safetensors` with GPT-2's own tensor names and
+//! layouts, plus a Hugging Face style `config.json`, so a real GPT-2 checkpoint directory
+//! loads as it is and a model trained here loads in other GPT-2 tools.
+//!
+//! | scratchgpt (book names) | GPT-2 file (`GPT2LMHeadModel`) |
+//! |---|---|
+//! | `tok_emb.weight` `[V, C]` | `wte.weight` `[V, C]` |
+//! | `pos_emb.weight` `[T, C]` | `wpe.weight` `[T, C]` |
+//! | `trf_blocks.i.norm1.scale/shift` | `h.i.ln_1.weight/bias` |
+//! | `trf_blocks.i.att.W_query/W_key/W_value.weight` `[C, C]` each | `h.i.attn.c_attn.weight` `[C, 3C]` = `[W_qᵀ W_kᵀ W_vᵀ]` |
+//! | their biases (or zeros without QKV bias) | `h.i.attn.c_attn.bias` `[3C]` |
+//! | `trf_blocks.i.att.out_proj.weight/bias` | `h.i.attn.c_proj.weight` (transposed) / `.bias` |
+//! | `trf_blocks.i.norm2.scale/shift` | `h.i.ln_2.weight/bias` |
+//! | `trf_blocks.i.ff.layers.0.weight/bias` `[4C, C]` | `h.i.mlp.c_fc.weight` `[C, 4C]` (transposed) / `.bias` |
+//! | `trf_blocks.i.ff.layers.2.weight/bias` `[C, 4C]` | `h.i.mlp.c_proj.weight` `[4C, C]` (transposed) / `.bias` |
+//! | `final_norm.scale/shift` | `ln_f.weight/bias` |
+//! | `out_head.weight` `[V, C]` | `lm_head.weight`, absent when tied to `wte` |
+//!
+//! GPT-2 stores its linear layers as `Conv1D`, computing `x·W` with W `[in, out]`: the
+//! transpose of PyTorch's `Linear` `[out, in]` used here. Names may carry a `transformer.`
+//! prefix. The causal-mask buffers `h.i.attn.bias` / `h.i.attn.masked_bias` that real files
+//! contain are accepted and ignored; any other unknown, missing, mis-shaped or non-F32 tensor
+//! is an error naming the file and the tensor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde_json::{json, Value};
+use tensor::Tensor;
+
+use crate::config::GptConfig;
+use crate::gpt::GptModel;
+use crate::module::Context;
+
+/// The file names inside a checkpoint directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Largest `config.json` read (it is a few hundred bytes in practice).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why weights or a config could not be read or written. Every variant names the file.
+#[derive(Debug)]
+pub enum WeightsError {
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not a valid file of its kind (bad header, bad JSON, wrong field types, ...).
+    Format {
+        path: PathBuf,
+        message: String,
+    },
+    Missing {
+        path: PathBuf,
+        name: String,
+    },
+    Unexpected {
+        path: PathBuf,
+        name: String,
+    },
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    NonFinite {
+        path: PathBuf,
+        name: String,
+    },
+}
+
+impl fmt::Display for WeightsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightsError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            WeightsError::Format { path, message } => write!(f, "{}: {message}", path.display()),
+            WeightsError::Missing { path, name } => {
+                write!(f, "{}: tensor {name:?} is missing", path.display())
+            }
+            WeightsError::Unexpected { path, name } => {
+                write!(
+                    f,
+                    "{}: unexpected tensor {name:?} (not part of a GPT-2 model)",
+                    path.display()
+                )
+            }
+            WeightsError::Shape {
+                path,
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{}: tensor {name:?} has shape {found:?}, the config needs {expected:?}",
+                path.display()
+            ),
+            WeightsError::Dtype { path, name, dtype } => {
+                write!(
+                    f,
+                    "{}: tensor {name:?} is {dtype}; only F32 is supported",
+                    path.display()
+                )
+            }
+            WeightsError::NonFinite { path, name } => {
+                write!(
+                    f,
+                    "{}: tensor {name:?} contains NaN or infinite values",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for WeightsError {}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WeightsError + '_ {
+    move |source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> WeightsError {
+    WeightsError::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+// ------------------------------------------------------------------ config.json
+
+/// The config in Hugging Face's GPT-2 field names, plus a `scratchgpt` section for what
+/// GPT-2 has no field for (other tools ignore it).
+pub fn config_to_json(cfg: &GptConfig) -> Value {
+    json!({
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context_length,
+        "n_ctx": cfg.context_length,
+        "n_embd": cfg.emb_dim,
+        "n_head": cfg.n_heads,
+        "n_layer": cfg.n_layers,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "resid_pdrop": cfg.drop_rate,
+        "embd_pdrop": cfg.drop_rate,
+        "attn_pdrop": cfg.drop_rate,
+        "tie_word_embeddings": cfg.tie_weights,
+        "scratchgpt": { "qkv_bias": cfg.qkv_bias },
+    })
+}
+
+/// Reads a GPT-2 `config.json`. GPT-2 always has QKV biases, so `qkv_bias` is true unless the
+/// file's `scratchgpt` section says otherwise; `tie_weights` is decided by the weights file
+/// (`lm_head.weight` present or not) when the model is loaded.
+pub fn read_config(path: &Path) -> Result<GptConfig, WeightsError> {
+    let text = read_bounded(path, MAX_CONFIG_BYTES)?;
+    let v: Value = serde_json::from_slice(&text)
+        .map_err(|e| format_err(path, format!("invalid JSON: {e}")))?;
+    config_from_json(&v).map_err(|m| format_err(path, m))
+}
+
+fn config_from_json(v: &Value) -> Result<GptConfig, String> {
+    if !v.is_object() {
+        return Err("expected a JSON object".into());
+    }
+    if let Some(t) = v.get("model_type") {
+        if t != "gpt2" {
+            return Err(format!("model_type is {t}, only \"gpt2\" is supported"));
+        }
+    }
+    if let Some(a) = v.get("activation_function") {
+        if a != "gelu_new" && a != "gelu_pytorch_tanh" {
+            return Err(format!(
+                "activation_function {a} is not supported (GPT-2 uses \"gelu_new\")"
+            ));
+        }
+    }
+    let int = |key: &str| -> Result<usize, String> {
+        let x = v.get(key).ok_or(format!("field {key:?} is missing"))?;
+        x.as_u64()
+            .filter(|&n| n > 0 && n <= 1 << 31)
+            .map(|n| n as usize)
+            .ok_or(format!("field {key:?} must be a positive integer, got {x}"))
+    };
+    let eps = v
+        .get("layer_norm_epsilon")
+        .and_then(Value::as_f64)
+        .unwrap_or(1e-5);
+    if (eps - 1e-5).abs() > 1e-9 {
+        return Err(format!(
+            "layer_norm_epsilon {eps} is not supported (GPT-2 uses 1e-5)"
+        ));
+    }
+    let drop = v.get("resid_pdrop").and_then(Value::as_f64).unwrap_or(0.1) as f32;
+    let cfg = GptConfig {
+        vocab_size: int("vocab_size")?,
+        context_length: int("n_positions")?,
+        emb_dim: int("n_embd")?,
+        n_heads: int("n_head")?,
+        n_layers: int("n_layer")?,
+        drop_rate: drop,
+        qkv_bias: v
+            .pointer("/scratchgpt/qkv_bias")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        tie_weights: v
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+// ------------------------------------------------------------------ GPT-2 names
+
+/// A tensor in GPT-2's layout, ready to write.
+struct Named {
+    name: String,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+fn named(name: String, t: &Tensor) -> Named {
+    Named {
+        name,
+        shape: t.shape().to_vec(),
+        data: t.to_vec(),
+    }
+}
+
+/// The model's parameters under GPT-2 names and layouts.
+fn gpt2_tensors(model: &GptModel) -> Vec<Named> {
+    let mut out = vec![
+        named("wte.weight".into(), &model.tok_emb.weight),
+        named("wpe.weight".into(), &model.pos_emb.weight),
+    ];
+    let c = model.cfg.emb_dim;
+    for (i, b) in model.trf_blocks.iter().enumerate() {
+        let h = |s: &str| format!("h.{i}.{s}");
+        let att = &b.att;
+        let qkv_w = Tensor::concat(
+            &[
+                &att.w_query.weight.t(),
+                &att.w_key.weight.t(),
+                &att.w_value.weight.t(),
+            ],
+            1,
+        );
+        let qkv_b = match (&att.w_query.bias, &att.w_key.bias, &att.w_value.bias) {
+            (Some(q), Some(k), Some(v)) => Tensor::concat(&[q, k, v], 0),
+            _ => Tensor::zeros(&[3 * c]),
+        };
+        out.push(named(h("ln_1.weight"), &b.norm1.scale));
+        out.push(named(h("ln_1.bias"), &b.norm1.shift));
+        out.push(named(h("attn.c_attn.weight"), &qkv_w));
+        out.push(named(h("attn.c_attn.bias"), &qkv_b));
+        out.push(named(h("attn.c_proj.weight"), &att.out_proj.weight.t()));
+        out.push(named(
+            h("attn.c_proj.bias"),
+            att.out_proj.bias.as_ref().unwrap(),
+        ));
+        out.push(named(h("ln_2.weight"), &b.norm2.scale));
+        out.push(named(h("ln_2.bias"), &b.norm2.shift));
+        out.push(named(h("mlp.c_fc.weight"), &b.ff.fc1.weight.t()));
+        out.push(named(h("mlp.c_fc.bias"), b.ff.fc1.bias.as_ref().unwrap()));
+        out.push(named(h("mlp.c_proj.weight"), &b.ff.fc2.weight.t()));
+        out.push(named(h("mlp.c_proj.bias"), b.ff.fc2.bias.as_ref().unwrap()));
+    }
+    out.push(named("ln_f.weight".into(), &model.final_norm.scale));
+    out.push(named("ln_f.bias".into(), &model.final_norm.shift));
+    if !model.cfg.tie_weights {
+        out.push(named("lm_head.weight".into(), &model.out_head.weight));
+    }
+    out
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to
+/// disk, then renamed over `path`. A crash leaves either the old file or the new one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| format_err(path, "not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all(); // make the rename durable where the platform allows
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
+/// Saves `config.json` and `model.safetensors` into `dir` (created if needed), each written
+/// atomically.
+pub fn save_model(model: &GptModel, dir: &Path) -> Result<(), WeightsError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let tensors = gpt2_tensors(model);
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            Ok((
+                t.name.clone(),
+                TensorView::new(Dtype::F32, t.shape.clone(), b)?,
+            ))
+        })
+        .collect::<Result<_, safetensors::SafeTensorError>>()
+        .map_err(|e| format_err(&weights_path, e.to_string()))?;
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    let file = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| format_err(&weights_path, e.to_string()))?;
+    write_atomically(&weights_path, &file)?;
+    let config = serde_json::to_vec_pretty(&config_to_json(&model.cfg)).expect("config serialises");
+    write_atomically(&dir.join(CONFIG_FILE), &config)
+}
+
+/// Reads a whole file, refusing one larger than `limit` bytes before allocating for it.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, WeightsError> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if meta.is_dir() {
+        return Err(format_err(path, "is a directory, expected a file"));
+    }
+    if meta.len() > limit {
+        return Err(format_err(
+            path,
+            format!(
+                "file of {} bytes is larger than the {limit}-byte limit",
+                meta.len()
+            ),
+        ));
+    }
+    std::fs::read(path).map_err(io_err(path))
+}
+
+/// Options for [`load_model_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Reject NaN and infinite values.
+    pub check_finite: bool,
+}
+
+/// Loads a checkpoint directory (`config.json` + `model.safetensors`), from this project or
+/// from Hugging Face's GPT-2. Dropout and sampling draw from `ctx`.
+pub fn load_model(dir: &Path, ctx: &Context) -> Result<GptModel, WeightsError> {
+    load_model_with(dir, ctx, LoadOptions::default())
+}
+
+pub fn load_model_with(
+    dir: &Path,
+    ctx: &Context,
+    opts: LoadOptions,
+) -> Result<GptModel, WeightsError> {
+    let mut cfg = read_config(&dir.join(CONFIG_FILE))?;
+    let path = dir.join(WEIGHTS_FILE);
+    let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
+    // the weights can be no larger than the config's parameters justify (plus header slack)
+    let expected = 4
+        * (cfg.vocab_size as u64 * cfg.emb_dim as u64 * 2
+            + cfg.context_length as u64 * cfg.emb_dim as u64
+            + cfg.n_layers as u64 * (12 * (cfg.emb_dim as u64).pow(2) + 16 * cfg.emb_dim as u64))
+        + (8 << 20);
+    let bytes = read_bounded(&path, expected.max(meta.len().min(expected)))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format_err(&path, format!("not a valid safetensors file: {e}")))?;
+    // Strip an optional "transformer." prefix; drop the causal-mask buffers GPT-2 files carry.
+    let mut by_name: BTreeMap<String, TensorView> = BTreeMap::new();
+    for (name, view) in st.iter() {
+        let short = name.strip_prefix("transformer.").unwrap_or(name);
+        if is_mask_buffer(short) {
+            continue;
+        }
+        if by_name.insert(short.to_string(), view).is_some() {
+            return Err(format_err(
+                &path,
+                format!("tensor {short:?} appears twice (with and without prefix)"),
+            ));
+        }
+    }
+    cfg.tie_weights = !by_name.contains_key("lm_head.weight");
+    let model =
+        GptModel::new(&cfg, ctx).map_err(|e| format_err(&dir.join(CONFIG_FILE), e.to_string()))?;
+    let wanted = gpt2_tensors_shapes(&model);
+    for name in by_name.keys() {
+        if !wanted.iter().any(|(n, _)| n == name) {
+            return Err(WeightsError::Unexpected {
+                path: path.clone(),
+                name: name.clone(),
+            });
+        }
+    }
+    let mut get = |name: &str, shape: &[usize]| -> Result<Tensor, WeightsError> {
+        let view = by_name.remove(name).ok_or_else(|| WeightsError::Missing {
+            path: path.clone(),
+            name: name.into(),
+        })?;
+        if view.dtype() != Dtype::F32 {
+            return Err(WeightsError::Dtype {
+                path: path.clone(),
+                name: name.into(),
+                dtype: format!("{:?}", view.dtype()),
+            });
+        }
+        if view.shape() != shape {
+            return Err(WeightsError::Shape {
+                path: path.clone(),
+                name: name.into(),
+                expected: shape.to_vec(),
+                found: view.shape().to_vec(),
+            });
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if opts.check_finite && data.iter().any(|x| !x.is_finite()) {
+            return Err(WeightsError::NonFinite {
+                path: path.clone(),
+                name: name.into(),
+            });
+        }
+        Ok(Tensor::from_vec(data, shape))
+    };
+    let c = cfg.emb_dim;
+    let set = |param: &Tensor, value: &Tensor| param.copy_from_slice(&value.to_vec());
+    set(
+        &model.tok_emb.weight,
+        &get("wte.weight", &[cfg.vocab_size, c])?,
+    );
+    set(
+        &model.pos_emb.weight,
+        &get("wpe.weight", &[cfg.context_length, c])?,
+    );
+    for (i, b) in model.trf_blocks.iter().enumerate() {
+        let h = |s: &str| format!("h.{i}.{s}");
+        set(&b.norm1.scale, &get(&h("ln_1.weight"), &[c])?);
+        set(&b.norm1.shift, &get(&h("ln_1.bias"), &[c])?);
+        let qkv = get(&h("attn.c_attn.weight"), &[c, 3 * c])?;
+        let qkv_b = get(&h("attn.c_attn.bias"), &[3 * c])?;
+        let att = &b.att;
+        for (j, lin) in [&att.w_query, &att.w_key, &att.w_value]
+            .into_iter()
+            .enumerate()
+        {
+            set(&lin.weight, &qkv.narrow(1, j * c, c).t());
+            match &lin.bias {
+                Some(bias) => set(bias, &qkv_b.narrow(0, j * c, c)),
+                None if qkv_b.to_vec().iter().any(|&x| x != 0.0) => {
+                    return Err(format_err(
+                        &path,
+                        format!(
+                            "{} is not zero but the config says the model has no QKV bias",
+                            h("attn.c_attn.bias")
+                        ),
+                    ))
+                }
+                None => {}
+            }
+        }
+        set(
+            &att.out_proj.weight,
+            &get(&h("attn.c_proj.weight"), &[c, c])?.t(),
+        );
+        set(
+            att.out_proj.bias.as_ref().unwrap(),
+            &get(&h("attn.c_proj.bias"), &[c])?,
+        );
+        set(&b.norm2.scale, &get(&h("ln_2.weight"), &[c])?);
+        set(&b.norm2.shift, &get(&h("ln_2.bias"), &[c])?);
+        set(
+            &b.ff.fc1.weight,
+            &get(&h("mlp.c_fc.weight"), &[c, 4 * c])?.t(),
+        );
+        set(
+            b.ff.fc1.bias.as_ref().unwrap(),
+            &get(&h("mlp.c_fc.bias"), &[4 * c])?,
+        );
+        set(
+            &b.ff.fc2.weight,
+            &get(&h("mlp.c_proj.weight"), &[4 * c, c])?.t(),
+        );
+        set(
+            b.ff.fc2.bias.as_ref().unwrap(),
+            &get(&h("mlp.c_proj.bias"), &[c])?,
+        );
+    }
+    set(&model.final_norm.scale, &get("ln_f.weight", &[c])?);
+    set(&model.final_norm.shift, &get("ln_f.bias", &[c])?);
+    if !cfg.tie_weights {
+        set(
+            &model.out_head.weight,
+            &get("lm_head.weight", &[cfg.vocab_size, c])?,
+        );
+    }
+    Ok(model)
+}
+
+/// `h.{i}.attn.bias` and `h.{i}.attn.masked_bias`: buffers (the causal mask), not weights.
+fn is_mask_buffer(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("h.") else {
+        return false;
+    };
+    let Some((layer, tail)) = rest.split_once('.') else {
+        return false;
+    };
+    layer.parse::<usize>().is_ok() && (tail == "attn.bias" || tail == "attn.masked_bias")
+}
+
+fn gpt2_tensors_shapes(model: &GptModel) -> Vec<(String, Vec<usize>)> {
+    let c = model.cfg.emb_dim;
+    let mut v = vec![
+        ("wte.weight".to_string(), vec![model.cfg.vocab_size, c]),
+        ("wpe.weight".to_string(), vec![model.cfg.context_length, c]),
+    ];
+    for i in 0..model.cfg.n_layers {
+        for (s, shape) in [
+            ("ln_1.weight", vec![c]),
+            ("ln_1.bias", vec![c]),
+            ("attn.c_attn.weight", vec![c, 3 * c]),
+            ("attn.c_attn.bias", vec![3 * c]),
+            ("attn.c_proj.weight", vec![c, c]),
+            ("attn.c_proj.bias", vec![c]),
+            ("ln_2.weight", vec![c]),
+            ("ln_2.bias", vec![c]),
+            ("mlp.c_fc.weight", vec![c, 4 * c]),
+            ("mlp.c_fc.bias", vec![4 * c]),
+            ("mlp.c_proj.weight", vec![4 * c, c]),
+            ("mlp.c_proj.bias", vec![c]),
+        ] {
+            v.push((format!("h.{i}.{s}"), shape));
+        }
+    }
+    v.push(("ln_f.weight".into(), vec![c]));
+    v.push(("ln_f.bias".into(), vec![c]));
+    if !model.cfg.tie_weights {
+        v.push(("lm_head.weight".into(), vec![model.cfg.vocab_size, c]));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::assert_close;
+
+    fn tiny(qkv_bias: bool, tie_weights: bool) -> GptConfig {
+        GptConfig {
+            vocab_size: 19,
+            context_length: 8,
+            emb_dim: 8,
+            n_heads: 2,
+            n_layers: 2,
+            drop_rate: 0.0,
+            qkv_bias,
+            tie_weights,
+        }
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("scratchgpt-weights-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn save_then_load_round_trips_logits() {
+        for (qkv, tie) in [(false, false), (true, true), (true, false)] {
+            let m = GptModel::new(&tiny(qkv, tie), &Context::new(1)).unwrap();
+            m.eval();
+            let dir = tmpdir(&format!("rt-{qkv}-{tie}"));
+            save_model(&m, &dir).unwrap();
+            let loaded = load_model(&dir, &Context::new(2)).unwrap();
+            loaded.eval();
+            assert_eq!(loaded.cfg, m.cfg);
+            let ids = [1, 2, 3, 4, 18, 0];
+            assert_close(&loaded.forward(&ids, 2), &m.forward(&ids, 2), 1e-6);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_tensor() {
+        let m = GptModel::new(&tiny(false, false), &Context::new(1)).unwrap();
+        let dir = tmpdir("errors");
+        save_model(&m, &dir).unwrap();
+        // a config whose width disagrees with the tensors
+        let mut cfg = config_to_json(&m.cfg);
+        cfg["n_embd"] = json!(16);
+        cfg["n_head"] = json!(4);
+        std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec(&cfg).unwrap()).unwrap();
+        let e = load_model(&dir, &Context::new(0)).unwrap_err().to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("wte.weight") && e.contains("shape"),
+            "{e}"
+        );
+        // malformed JSON
+        std::fs::write(dir.join(CONFIG_FILE), b"{ not json").unwrap();
+        let e = load_model(&dir, &Context::new(0)).unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains("invalid JSON"),
+            "{e}"
+        );
+        // missing file
+        let e = load_model(&dir.join("nope"), &Context::new(0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mask_buffers_are_recognised() {
+        assert!(is_mask_buffer("h.0.attn.bias"));
+        assert!(is_mask_buffer("h.11.attn.masked_bias"));
+        assert!(!is_mask_buffer("h.0.attn.c_attn.bias"));
+        assert!(!is_mask_buffer("h.x.attn.bias"));
+    }
+}

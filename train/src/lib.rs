@@ -1,2 +1,9 @@
-//! Tokenizers, datasets, the training loop and the CLI commands (in progress: see issue 4).
+//! # Training
+//!
+//! Tokenizers, datasets, the training loop, checkpoints and the commands of the `scratchgpt`
+//! binary.
+
+pub mod tokenizer;
+
 pub use model;
+pub use tokenizer::{Tokenizer, TokenizerError};

@@ -158,9 +158,7 @@ mod tests {
 
     #[test]
     fn training_is_deterministic_and_saves_and_loads() {
-        let text = std::iter::repeat("low lower lowest newer wider ")
-            .take(30)
-            .collect::<String>();
+        let text = "low lower lowest newer wider ".repeat(30);
         let a = Tokenizer::train_bpe(&text, 280, |_, _| {}).unwrap();
         let b = Tokenizer::train_bpe(&text, 280, |_, _| {}).unwrap();
         assert_eq!(a.encode(&text), b.encode(&text));

@@ -1,4 +1,5 @@
+//! The `scratchgpt` command. All the work is in `train::cli`.
+
 fn main() {
-    eprintln!("scratchgpt: the command line arrives with the train crate (issue 4)");
-    std::process::exit(2);
+    std::process::exit(train::cli::main_with_args(std::env::args_os()));
 }

@@ -367,6 +367,13 @@ impl Tensor {
         f(g.as_ref().map(|v| v.as_slice()))
     }
 
+    /// Mutates the accumulated gradient in place, if there is one (gradient clipping).
+    pub fn update_grad(&self, f: impl FnOnce(&mut [f32])) {
+        if let Some(g) = self.0.grad.lock().unwrap().as_mut() {
+            f(Arc::make_mut(g).as_mut_slice());
+        }
+    }
+
     pub(crate) fn accumulate_grad(&self, dx: Vec<f32>) {
         let mut slot = self.0.grad.lock().unwrap();
         match slot.as_mut() {

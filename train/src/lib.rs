@@ -2,8 +2,28 @@
 //!
 //! Tokenizers, datasets, the training loop, checkpoints and the commands of the `scratchgpt`
 //! binary.
+//!
+//! | book | idea | module |
+//! |---|---|---|
+//! | 2.2–2.5 | tokenizing: GPT-2 BPE, a BPE trainer, bytes | [`tokenizer`] |
+//! | 2.6 | sliding windows, batches, the train/validation split | [`data`] |
+//! | 5.2 | the training loop, evaluation, samples | [`trainer`] |
+//! | appendix D | warm-up, cosine decay, gradient clipping | [`settings`], [`trainer`] |
+//! | — | checkpoints and resuming | [`checkpoint`] |
+//! | — | metrics and the loss plot | [`metrics`] |
+//! | — | the `scratchgpt` command line | [`cli`] |
 
+pub mod checkpoint;
+pub mod cli;
+pub mod corpus;
+pub mod data;
+pub mod error;
+pub mod metrics;
+pub mod settings;
 pub mod tokenizer;
+pub mod trainer;
 
+pub use error::TrainError;
 pub use model;
+pub use settings::{TokenizerSpec, TrainSettings};
 pub use tokenizer::{Tokenizer, TokenizerError};

@@ -1,0 +1,443 @@
+//! The training loop (book section 5.2, `train_model_simple`), with the additions of
+//! appendix D (warm-up, cosine decay, gradient clipping) and checkpoints that can be resumed.
+//!
+//! For every batch: zero the gradients, compute the loss, backpropagate, (clip,) and take an
+//! AdamW step. Every `eval_freq` steps, measure the loss on `eval_iter` batches of training and
+//! validation data with dropout off; after every epoch, print a greedy sample from a fixed
+//! prompt. Everything random (initial weights, shuffling, dropout) comes from one generator
+//! seeded by `--seed`, saved in checkpoints, so a run can be repeated and resumed exactly.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use model::generate::generate_text_simple;
+use model::{Context, GptModel, Module};
+use tensor::{no_grad, AdamW, Optimizer, Rng, Tensor};
+
+use crate::checkpoint::{self, fingerprint, TrainerState};
+use crate::data::{split_text, DataLoader, TokenWindows};
+use crate::error::{io_error, TrainError};
+use crate::metrics::{loss_plot_svg, to_csv, MetricRecord};
+use crate::settings::{TokenizerSpec, TrainSettings};
+use crate::tokenizer::Tokenizer;
+
+/// How a run is carried out (as opposed to what is trained: [`TrainSettings`]).
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    /// Continue the run saved in this directory.
+    pub resume: Option<PathBuf>,
+    /// With `resume`: new limits replacing the saved ones.
+    pub resume_epochs: Option<usize>,
+    pub resume_max_steps: Option<usize>,
+    /// Set (by Ctrl-C) to stop after the current step, saving a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Stop as if interrupted once this many steps are done (for tests and experiments).
+    pub stop_at_step: Option<usize>,
+    /// Draw a progress bar (only on a terminal).
+    pub progress: bool,
+    /// Print nothing but errors.
+    pub quiet: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub tokens_seen: u64,
+    pub history: Vec<MetricRecord>,
+    /// The loss of every optimizer step of this invocation, in order.
+    pub step_losses: Vec<f32>,
+    pub checkpoint: PathBuf,
+    pub interrupted: bool,
+    pub train_tokens_per_second: f64,
+    pub elapsed_secs: f64,
+}
+
+/// Prints log lines above the progress bar (or plainly when there is none).
+struct Reporter {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Reporter {
+    fn line(&self, s: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => println!("{s}"),
+        }
+    }
+}
+
+/// Builds the tokenizer a run asks for (learning a BPE from `train_text` if needed).
+pub fn build_tokenizer(
+    spec: &TokenizerSpec,
+    train_text: &str,
+    report: impl Fn(&str),
+) -> Result<Tokenizer, TrainError> {
+    Ok(match spec {
+        TokenizerSpec::Gpt2 => Tokenizer::gpt2()?,
+        TokenizerSpec::Bytes => Tokenizer::bytes(),
+        TokenizerSpec::Bpe(n) => {
+            let t = Instant::now();
+            let tok = Tokenizer::train_bpe(train_text, *n, |_, _| {})?;
+            report(&format!(
+                "learned a BPE vocabulary of {} tokens from {} bytes in {:.1}s",
+                tok.vocab_size(),
+                train_text.len(),
+                t.elapsed().as_secs_f64()
+            ));
+            tok
+        }
+    })
+}
+
+/// Training and validation loaders from the text (the book's 90/10 split by characters).
+pub fn make_loaders(
+    text: &str,
+    s: &TrainSettings,
+    tok: &Tokenizer,
+) -> Result<(DataLoader, DataLoader), TrainError> {
+    let (train_text, val_text) = split_text(text, s.train_ratio);
+    let windows = |part: &str, what: &str| {
+        TokenWindows::new(tok.encode(part), s.context_length, s.stride).map_err(|e| {
+            TrainError(format!(
+                "the {what} part of the data is too short: {e} (use more text, a smaller --context-length, or change --train-ratio)"
+            ))
+        })
+    };
+    let train = DataLoader::new(windows(train_text, "training")?, s.batch_size, true, true);
+    let val = DataLoader::new(windows(val_text, "validation")?, s.batch_size, false, false);
+    if train.num_batches() == 0 {
+        return Err(TrainError(format!(
+            "the training data makes {} windows, fewer than one batch of {}: lower --batch-size or --context-length",
+            train.data.len(),
+            s.batch_size
+        )));
+    }
+    Ok((train, val))
+}
+
+/// Mean loss over the first `eval_iter` batches of `loader` in order, dropout off, no
+/// gradients (the book's `calc_loss_loader`).
+pub fn evaluate(model: &GptModel, loader: &DataLoader, eval_iter: usize) -> f32 {
+    let _g = no_grad();
+    let order: Vec<usize> = (0..loader.data.len()).collect();
+    let n = eval_iter.min(loader.num_batches());
+    let mut total = 0.0;
+    for b in 0..n {
+        let batch = loader.batch(&order, b);
+        total += model
+            .forward(&batch.inputs, batch.batch)
+            .cross_entropy(&batch.targets)
+            .item();
+    }
+    total / n.max(1) as f32
+}
+
+/// Global L2 norm of all gradients.
+fn grad_norm(params: &[Tensor]) -> f32 {
+    let mut sum = 0.0f64;
+    for p in params {
+        p.with_grad(|g| {
+            if let Some(g) = g {
+                sum += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            }
+        });
+    }
+    sum.sqrt() as f32
+}
+
+/// The greedy continuation of the start context, on one line (book `generate_and_print_sample`).
+pub fn sample_text(model: &GptModel, tok: &Tokenizer, start: &str, n: usize) -> String {
+    let mut ids = tok.encode(start);
+    if ids.is_empty() {
+        ids = vec![tok.end_of_text().unwrap_or(0)];
+    }
+    model.eval();
+    let out = generate_text_simple(model, &ids, n, model.cfg.context_length);
+    tok.decode(&out).unwrap_or_default().replace('\n', " ")
+}
+
+fn write_metrics(out: &Path, history: &[MetricRecord], title: &str) -> Result<(), TrainError> {
+    model::weights::write_atomically(&out.join("metrics.csv"), to_csv(history).as_bytes())?;
+    model::weights::write_atomically(
+        &out.join("loss.svg"),
+        loss_plot_svg(history, title).as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Trains on `text` (ignored except for its fingerprint when resuming) and returns how the
+/// run went. Errors are for the user: bad settings, data too short, I/O, non-finite loss.
+pub fn run(
+    text: &str,
+    settings: TrainSettings,
+    opts: &RunOptions,
+) -> Result<RunSummary, TrainError> {
+    let start_time = Instant::now();
+    let quiet_line = |s: &str| {
+        if !opts.quiet {
+            println!("{s}")
+        }
+    };
+    // -------------------------------------------------------------- set up or resume
+    let (model, tok, mut opt, mut state, ctx, train, val) = match &opts.resume {
+        None => {
+            settings.validate()?;
+            let ctx = Context::new(settings.seed);
+            let (train_text, _) = split_text(text, settings.train_ratio);
+            let tok = build_tokenizer(&settings.tokenizer, train_text, quiet_line)?;
+            let (train, val) = make_loaders(text, &settings, &tok)?;
+            let model = GptModel::new(&settings.model_config(tok.vocab_size()), &ctx)
+                .map_err(|e| TrainError(e.to_string()))?;
+            let opt = checkpoint::new_optimizer(&model, &settings);
+            let state = TrainerState {
+                version: 1,
+                settings: settings.clone(),
+                step: 0,
+                epoch: 0,
+                batch_in_epoch: 0,
+                order: Vec::new(),
+                rng: ctx.rng().state(),
+                tokens_seen: 0,
+                adam_t: 0,
+                data_fingerprint: fingerprint(&[train.data.tokens(), val.data.tokens()]),
+                history: Vec::new(),
+                elapsed_secs: 0.0,
+            };
+            (model, tok, opt, state, ctx, train, val)
+        }
+        Some(dir) => {
+            let ctx = Context::new(0);
+            let r = checkpoint::load_for_resume(dir, &ctx)?;
+            let mut state = r.state;
+            if let Some(e) = opts.resume_epochs {
+                state.settings.epochs = e;
+            }
+            if let Some(m) = opts.resume_max_steps {
+                state.settings.max_steps = Some(m);
+            }
+            state.settings.validate()?;
+            let (train, val) = make_loaders(text, &state.settings, &r.tokenizer)?;
+            if fingerprint(&[train.data.tokens(), val.data.tokens()]) != state.data_fingerprint {
+                return Err(TrainError(format!(
+                    "{}: the data differ from the data this run was trained on; resume with the same --data",
+                    r.dir.display()
+                )));
+            }
+            *ctx.rng() = Rng::from_state(state.rng);
+            quiet_line(&format!(
+                "resuming {} at step {}",
+                r.dir.display(),
+                state.step
+            ));
+            (r.model, r.tokenizer, r.optimizer, state, ctx, train, val)
+        }
+    };
+    let s = state.settings.clone();
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_error(&opts.out_dir, e))?;
+    let nb = train.num_batches();
+    let total = (s.epochs * nb).min(s.max_steps.unwrap_or(usize::MAX));
+    let params = opt.params.clone();
+    if state.step == 0 && !opts.quiet {
+        println!(
+            "model: {} parameters ({} layers, width {}, {} heads, context {}), tokenizer {} ({} ids)",
+            model.num_parameters(),
+            s.n_layers,
+            s.emb_dim,
+            s.n_heads,
+            s.context_length,
+            s.tokenizer,
+            tok.vocab_size()
+        );
+        println!(
+            "data: {} training windows ({} batches of {}), {} validation windows; {} steps planned",
+            train.data.len(),
+            nb,
+            s.batch_size,
+            val.data.len(),
+            total
+        );
+    }
+    let show_bar = opts.progress && !opts.quiet && std::io::stderr().is_terminal();
+    let bar = show_bar.then(|| {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_position(state.step as u64);
+        b
+    });
+    let rep = Reporter {
+        bar,
+        quiet: opts.quiet,
+    };
+
+    // -------------------------------------------------------------- the loop
+    let title = format!("scratchgpt {} ({})", s.preset, s.tokenizer);
+    let base_elapsed = state.elapsed_secs;
+    let mut step_losses = Vec::new();
+    let mut train_secs = 0.0f64;
+    let mut train_tokens = 0u64;
+    let (mut window_secs, mut window_tokens) = (0.0f64, 0u64);
+    let mut interrupted = false;
+    let mut last_saved: Option<(usize, PathBuf)> = None;
+    let save = |state: &mut TrainerState, opt: &AdamW| -> Result<(usize, PathBuf), TrainError> {
+        state.rng = ctx.rng().state();
+        state.adam_t = opt.t;
+        state.elapsed_secs = base_elapsed + start_time.elapsed().as_secs_f64();
+        Ok((
+            state.step,
+            checkpoint::save(&opts.out_dir, &model, &tok, opt, state)?,
+        ))
+    };
+    'outer: while state.epoch < s.epochs && state.step < total {
+        if state.order.is_empty() {
+            state.order = train.epoch_order(&mut ctx.rng());
+        }
+        while state.batch_in_epoch < nb && state.step < total {
+            let t0 = Instant::now();
+            model.train();
+            let lr = s.lr_at(state.step, total);
+            opt.set_lr(lr);
+            let batch = train.batch(&state.order, state.batch_in_epoch);
+            opt.zero_grad();
+            let loss = model
+                .forward(&batch.inputs, batch.batch)
+                .cross_entropy(&batch.targets);
+            let lv = loss.item();
+            if !lv.is_finite() {
+                return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+            }
+            loss.backward();
+            drop(loss);
+            let norm = grad_norm(&params);
+            if !norm.is_finite() {
+                return Err(non_finite("gradient", state.step + 1, &opts.out_dir));
+            }
+            if let Some(max) = s.grad_clip {
+                if norm > max {
+                    let scale = max / norm;
+                    params
+                        .iter()
+                        .for_each(|p| p.update_grad(|g| g.iter_mut().for_each(|x| *x *= scale)));
+                }
+            }
+            opt.step();
+            let n_tokens = (batch.batch * batch.seq_len) as u64;
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            state.tokens_seen += n_tokens;
+            step_losses.push(lv);
+            let dt = t0.elapsed().as_secs_f64();
+            train_secs += dt;
+            train_tokens += n_tokens;
+            window_secs += dt;
+            window_tokens += n_tokens;
+            if let Some(b) = &rep.bar {
+                b.set_position(state.step as u64);
+                b.set_message(format!(
+                    "loss {lv:.3}  {:.0} tok/s",
+                    window_tokens as f64 / window_secs.max(1e-9)
+                ));
+            }
+            // the book evaluates after the 1st step and then every eval_freq steps
+            if (state.step - 1).is_multiple_of(s.eval_freq) {
+                model.eval();
+                let train_loss = evaluate(&model, &train, s.eval_iter);
+                let val_loss = evaluate(&model, &val, s.eval_iter);
+                let tps = (window_tokens as f64 / window_secs.max(1e-9)) as f32;
+                (window_secs, window_tokens) = (0.0, 0);
+                let rec = MetricRecord {
+                    step: state.step,
+                    epoch: state.epoch + 1,
+                    tokens_seen: state.tokens_seen,
+                    train_loss,
+                    val_loss,
+                    lr,
+                    tokens_per_second: tps,
+                };
+                rep.line(&format!(
+                    "Ep {} (Step {:06}): Train loss {:.3}, Val loss {:.3} | ppl {:.1}/{:.1} | lr {:.2e} | {} tokens seen | {:.0} tok/s",
+                    rec.epoch,
+                    state.step - 1,
+                    train_loss,
+                    val_loss,
+                    rec.train_perplexity(),
+                    rec.val_perplexity(),
+                    lr,
+                    state.tokens_seen,
+                    tps
+                ));
+                state.history.push(rec);
+                write_metrics(&opts.out_dir, &state.history, &title)?;
+            }
+            let stop = opts.stop.load(Ordering::Relaxed) || opts.stop_at_step == Some(state.step);
+            let periodic = s.save_every.is_some_and(|k| state.step.is_multiple_of(k));
+            if stop || periodic {
+                last_saved = Some(save(&mut state, &opt)?);
+            }
+            if stop {
+                interrupted = true;
+                rep.line(&format!(
+                    "stopped at step {}; resume with --resume {}",
+                    state.step,
+                    opts.out_dir.display()
+                ));
+                break 'outer;
+            }
+        }
+        if state.batch_in_epoch >= nb {
+            rep.line(&format!(
+                "Ep {} sample: {}",
+                state.epoch + 1,
+                sample_text(&model, &tok, &s.start_context, s.sample_tokens)
+            ));
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+            state.order.clear();
+            last_saved = Some(save(&mut state, &opt)?);
+        }
+    }
+    let checkpoint = match last_saved {
+        Some((step, path)) if step == state.step => path,
+        _ => save(&mut state, &opt)?.1,
+    };
+    if let Some(b) = &rep.bar {
+        b.finish_and_clear();
+    }
+    if !state.history.is_empty() {
+        write_metrics(&opts.out_dir, &state.history, &title)?;
+    }
+    Ok(RunSummary {
+        steps: state.step,
+        tokens_seen: state.tokens_seen,
+        history: state.history.clone(),
+        step_losses,
+        checkpoint,
+        interrupted,
+        train_tokens_per_second: train_tokens as f64 / train_secs.max(1e-9),
+        elapsed_secs: start_time.elapsed().as_secs_f64(),
+    })
+}
+
+fn non_finite(what: &str, step: usize, out: &Path) -> TrainError {
+    let kept = match checkpoint::resolve(out) {
+        Ok(p) => format!("the last good checkpoint {} is kept", p.display()),
+        Err(_) => "no checkpoint was written yet".to_string(),
+    };
+    TrainError(format!(
+        "the {what} became NaN or infinite at step {step}; stopping ({kept}). Try a lower --lr or --grad-clip 1.0"
+    ))
+}

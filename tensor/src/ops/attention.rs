@@ -30,6 +30,8 @@ use rayon::prelude::*;
 use super::matmul::{batch_offsets, mat};
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm_serial, MatRef};
+use crate::kernels::math;
+use crate::kernels::parallel::serial_sum;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -54,11 +56,10 @@ fn causal_softmax(p: &mut [f32], d: Dims) {
         let n = d.visible(i);
         let (seen, future) = row.split_at_mut(n);
         let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut sum = 0.0;
         for s in seen.iter_mut() {
-            *s = (*s - m).exp();
-            sum += *s;
+            *s = math::exp(*s - m);
         }
+        let sum = serial_sum(seen);
         let inv = 1.0 / sum;
         seen.iter_mut().for_each(|s| *s *= inv);
         future.fill(0.0);

@@ -9,6 +9,7 @@
 //! Saved for backward: the input x (the derivative needs x itself, not only y).
 
 use super::unary::UnaryFn;
+use crate::kernels::math;
 use crate::tensor::Tensor;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -22,13 +23,13 @@ impl UnaryFn for Gelu {
     #[inline(always)]
     fn f(&self, x: f32) -> f32 {
         let u = SQRT_2_OVER_PI * (x + GELU_COEF * x * x * x);
-        0.5 * x * (1.0 + u.tanh())
+        0.5 * x * (1.0 + math::tanh(u))
     }
 
     #[inline(always)]
     fn df(&self, x: f32, _y: f32) -> f32 {
         let u = SQRT_2_OVER_PI * (x + GELU_COEF * x * x * x);
-        let t = u.tanh();
+        let t = math::tanh(u);
         let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_COEF * x * x);
         0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
     }

@@ -15,7 +15,8 @@
 //! Other axes are handled by moving the axis last, applying, and moving it back.
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::parallel::for_each_row;
+use crate::kernels::math;
+use crate::kernels::parallel::{self, for_each_row};
 use crate::tensor::Tensor;
 
 /// One row: `out = softmax(inp)`, or `log_softmax(inp)` when `log` is set. Shapes: (C,)
@@ -24,11 +25,10 @@ fn softmax_row(out: &mut [f32], inp: &[f32], log: bool) {
     // A row of all −∞ (fully masked) has no finite maximum; treat it as m = 0 so the
     // result is NaN-free where possible.
     let m = if m.is_finite() { m } else { 0.0 };
-    let mut sum = 0.0;
     for (o, &x) in out.iter_mut().zip(inp) {
-        *o = (x - m).exp();
-        sum += *o;
+        *o = math::exp(x - m);
     }
+    let sum = parallel::serial_sum(out);
     if log {
         let log_sum = sum.ln();
         for (o, &x) in out.iter_mut().zip(inp) {
@@ -54,7 +54,7 @@ fn softmax_backward(dinp: &mut [f32], out: &[f32], dout: &[f32], c: usize, log: 
         if log {
             let gsum: f32 = g.iter().sum();
             for i in 0..c {
-                dx[i] += g[i] - y[i].exp() * gsum;
+                dx[i] += g[i] - math::exp(y[i]) * gsum;
             }
         } else {
             let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();

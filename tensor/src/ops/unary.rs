@@ -6,6 +6,7 @@
 //! (for `exp`, `y' = y`; for `tanh`, `y' = 1 − y²`).
 
 use crate::autograd::{Backward, GradStore};
+use crate::kernels::math;
 use crate::kernels::parallel::for_each_chunk;
 use crate::tensor::Tensor;
 
@@ -95,7 +96,7 @@ unary_fn!(
 );
 unary_fn!(
     /// `eˣ`; derivative `eˣ = y`. PyTorch: `t.exp()`.
-    Exp, "exp", exp, |x, y| x.exp(), y
+    Exp, "exp", exp, |x, y| math::exp(x), y
 );
 unary_fn!(
     /// Natural log `ln x`; derivative `1/x`. PyTorch: `t.log()`.
@@ -107,7 +108,7 @@ unary_fn!(
 );
 unary_fn!(
     /// `tanh x`; derivative `1 − tanh² x = 1 − y²`. PyTorch: `t.tanh()`.
-    Tanh, "tanh", tanh, |x, y| x.tanh(), 1.0 - y * y
+    Tanh, "tanh", tanh, |x, y| math::tanh(x), 1.0 - y * y
 );
 unary_fn!(
     /// `max(0, x)`; derivative 1 where x > 0, else 0. PyTorch: `t.relu()`.
@@ -115,7 +116,7 @@ unary_fn!(
 );
 unary_fn!(
     /// `σ(x) = 1/(1 + e⁻ˣ)`; derivative `σ(x)(1 − σ(x)) = y(1 − y)`. PyTorch: `t.sigmoid()`.
-    Sigmoid, "sigmoid", sigmoid, |x, y| 1.0 / (1.0 + (-x).exp()), y * (1.0 - y)
+    Sigmoid, "sigmoid", sigmoid, |x, y| 1.0 / (1.0 + math::exp(-x)), y * (1.0 - y)
 );
 
 /// `xᵖ`; derivative `p·xᵖ⁻¹`.

@@ -69,7 +69,7 @@ pub struct TrainArgs {
     pub n_layers: Option<usize>,
     #[arg(long)]
     pub n_heads: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
     /// Give the query/key/value projections a bias.
     #[arg(long)]
@@ -85,20 +85,20 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub max_steps: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Final learning rate of the cosine decay (turns the cosine schedule on).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_lr: Option<f32>,
     /// Keep the learning rate constant after warm-up (no cosine decay).
     #[arg(long)]
     pub constant_lr: bool,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Clip the global gradient norm to this value; 0 turns clipping off.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub grad_clip: Option<f32>,
     #[arg(long)]
     pub eval_freq: Option<usize>,
@@ -109,7 +109,7 @@ pub struct TrainArgs {
     pub save_every: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub train_ratio: Option<f64>,
     /// Prompt of the sample printed after each epoch.
     #[arg(long)]

@@ -114,9 +114,9 @@ impl TrainSettings {
             dropout: 0.1,
             qkv_bias: false,
             tie_weights: false,
-            batch_size: 16,
-            stride: 64,
-            epochs: 4,
+            batch_size: 8,
+            stride: 32,
+            epochs: 30,
             max_steps: None,
             lr: 1e-3,
             min_lr: 1e-4,
@@ -124,7 +124,7 @@ impl TrainSettings {
             warmup_steps: 20,
             weight_decay: 0.1,
             grad_clip: Some(1.0),
-            eval_freq: 25,
+            eval_freq: 20,
             eval_iter: 5,
             save_every: None,
             seed: 123,
@@ -211,8 +211,8 @@ impl TrainSettings {
                 return Err(format!("{flag} must be at least 1"));
             }
         }
-        if self.epochs == 0 && self.max_steps.is_none() {
-            return Err("--epochs must be at least 1 (or give --max-steps)".into());
+        if self.epochs == 0 {
+            return Err("--epochs must be at least 1".into());
         }
         if self.max_steps == Some(0) {
             return Err("--max-steps must be at least 1".into());

@@ -1,0 +1,96 @@
+//! Book chapter 5: the loss of an untrained model, and decoding strategies.
+//!
+//! `cargo run --release --example ch05_pretraining`
+//!
+//! The training run itself is the command line's `book-ch5` preset:
+//! `cargo run --release -- train --data ../shared/data/the-verdict.txt --preset book-ch5`
+
+use model::generate::{next_token_probabilities, sample_index, Sampling};
+use model::loss::{cross_entropy, perplexity};
+use model::{Context, GptConfig, GptModel};
+use tensor::{no_grad, Rng};
+use train::trainer::{evaluate, make_loaders};
+use train::TrainSettings;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // 5.1 losses of the untrained model on the-verdict.txt (or the built-in corpus)
+    let text = std::fs::read_to_string("../shared/data/the-verdict.txt")
+        .unwrap_or_else(|_| train::corpus::DEFAULT_CORPUS.to_string());
+    let settings = TrainSettings::preset("book-ch5")?;
+    let tok = train::Tokenizer::gpt2()?;
+    let (train_loader, val_loader) = make_loaders(&text, &settings, &tok)?;
+    println!(
+        "5.1  characters: {}, tokens: {}",
+        text.chars().count(),
+        tok.encode(&text).len()
+    );
+    let ctx = Context::new(123);
+    let model = GptModel::new(
+        &GptConfig {
+            context_length: 256,
+            ..GptConfig::gpt2_small()
+        },
+        &ctx,
+    )?;
+    model.eval();
+    let n = usize::MAX;
+    let train_loss = evaluate(&model, &train_loader, n);
+    let val_loss = evaluate(&model, &val_loader, n);
+    println!(
+        "     training loss {train_loss:.4}, validation loss {val_loss:.4} (ln 50257 = {:.4})",
+        50257f32.ln()
+    );
+    let logits = {
+        let _g = no_grad();
+        let b = train_loader.batch(&(0..train_loader.data.len()).collect::<Vec<_>>(), 0);
+        cross_entropy(&model.forward(&b.inputs, b.batch), &b.targets)
+    };
+    println!(
+        "     perplexity of one batch: {:.1}",
+        perplexity(logits.item())
+    );
+
+    // 5.3 decoding strategies on the book's nine-word vocabulary
+    let vocab = [
+        "closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you",
+    ];
+    #[allow(clippy::approx_constant)] // 6.28 is a logit from the book, not 2π
+    let logits: [f32; 9] = [4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79];
+    let greedy = Sampling::greedy();
+    let best = (0..9)
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    println!("5.3  greedy next token: {} ({greedy:?})", vocab[best]);
+    for t in [1.0, 0.1, 5.0] {
+        let p = next_token_probabilities(
+            &logits,
+            &Sampling {
+                temperature: t,
+                top_k: None,
+                top_p: None,
+            },
+        );
+        let mut counts = [0usize; 9];
+        let mut rng = Rng::seed(123);
+        for _ in 0..1000 {
+            counts[sample_index(&p, &mut rng)] += 1;
+        }
+        println!("     temperature {t}: sampled 1000 times:");
+        for (w, c) in vocab.iter().zip(counts) {
+            if c > 0 {
+                println!("       {c:4} x {w}");
+            }
+        }
+    }
+    let top3 = next_token_probabilities(
+        &logits,
+        &Sampling {
+            temperature: 1.0,
+            top_k: Some(3),
+            top_p: None,
+        },
+    );
+    let shown: Vec<String> = top3.iter().map(|p| format!("{p:.4}")).collect();
+    println!("     top-k = 3 probabilities: [{}]", shown.join(", "));
+    Ok(())
+}

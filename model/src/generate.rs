@@ -111,20 +111,7 @@ pub fn next_token_probabilities(logits: &[f32], s: &Sampling) -> Vec<f32> {
 
 /// Draws an index with probability proportional to `probs` (PyTorch: `torch.multinomial(p, 1)`).
 pub fn sample_index(probs: &[f32], rng: &mut Rng) -> usize {
-    let total: f64 = probs.iter().map(|&p| p as f64).sum();
-    let u = rng.uniform_f64() * total;
-    let mut acc = 0.0;
-    let mut last = 0;
-    for (i, &p) in probs.iter().enumerate() {
-        if p > 0.0 {
-            acc += p as f64;
-            last = i;
-            if u < acc {
-                return i;
-            }
-        }
-    }
-    last
+    rng.multinomial(probs)
 }
 
 /// Picks the next token from one row of logits.

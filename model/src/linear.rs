@@ -19,12 +19,17 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(in_features: usize, out_features: usize, bias: bool, ctx: &Context) -> Linear {
-        let bound = 1.0 / (in_features as f32).sqrt();
+        // PyTorch's kaiming_uniform_(a=√5) bound, computed in f64 as PyTorch does:
+        // √3 · gain/√fan_in with gain = √(2/(1 + 5)), which is 1/√fan_in up to rounding.
+        let fan_in = in_features as f64;
+        let bound = (3f64.sqrt() * ((2.0f64 / 6.0).sqrt() / fan_in.sqrt())) as f32;
+        let bias_bound = (1.0 / fan_in.sqrt()) as f32;
         let mut rng = ctx.rng();
         let weight =
             Tensor::uniform(&[out_features, in_features], -bound, bound, &mut rng).requires_grad();
-        let bias =
-            bias.then(|| Tensor::uniform(&[out_features], -bound, bound, &mut rng).requires_grad());
+        let bias = bias.then(|| {
+            Tensor::uniform(&[out_features], -bias_bound, bias_bound, &mut rng).requires_grad()
+        });
         Linear { weight, bias }
     }
 

@@ -65,6 +65,12 @@ impl Context {
         Context::from_rng(Rng::seed(seed))
     }
 
+    /// A context drawing from PyTorch's generator after `torch.manual_seed(seed)`: layers built
+    /// and run with it draw exactly the numbers the book's PyTorch code draws (`--book-compat`).
+    pub fn book_compat(seed: u64) -> Context {
+        Context::from_rng(Rng::torch(seed))
+    }
+
     /// A context drawing from `rng`, in training mode.
     pub fn from_rng(rng: Rng) -> Context {
         Context {

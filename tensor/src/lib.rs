@@ -51,6 +51,7 @@ pub mod optim;
 mod rng;
 mod tensor;
 pub mod testing;
+pub mod torch_rng;
 
 pub use autograd::{grad_enabled, no_grad, NoGradGuard};
 pub use layout::{broadcast_shapes, contiguous_strides};

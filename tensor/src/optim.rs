@@ -159,9 +159,12 @@ fn adamw_update(
     let bc1 = 1.0 - (b1 as f64).powi(t as i32);
     let bc2_sqrt = ((1.0 - (b2 as f64).powi(t as i32)).sqrt()) as f32;
     let step_size = (lr as f64 / bc1) as f32;
-    let decay = 1.0 - lr * wd;
+    let decay = (1.0 - lr as f64 * wd as f64) as f32;
+    let w1 = 1.0 - b1;
     for i in 0..w.len() {
-        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+        // PyTorch's exp_avg.lerp_(grad, 1 − β₁): m + (1 − β₁)(g − m), the same value as
+        // β₁m + (1 − β₁)g, written as PyTorch rounds it.
+        m[i] += w1 * (g[i] - m[i]);
         v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
         let denom = v[i].sqrt() / bc2_sqrt + eps;
         w[i] = w[i] * decay - step_size * m[i] / denom;

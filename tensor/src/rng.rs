@@ -1,21 +1,37 @@
-//! The project's random number generator: xoshiro256++, seeded through SplitMix64.
+//! The project's random number generator.
 //!
 //! Every random number scratchgpt draws (initial weights, dropout masks, data shuffling,
-//! sampling) comes from an [`Rng`] made from a seed, so a seed fixes a whole run.
-//! The generator is written out here (it is a dozen lines) rather than taken from a crate so
-//! that its state is four plain `u64`s that a checkpoint can save and restore exactly, and so
-//! that its stream can never change under us with a dependency update (`rand`'s `StdRng` is
-//! documented as not portable across releases). It implements `rand`'s traits, so `rand`'s
-//! distributions and helpers (`rand::RngExt`) work with it.
+//! sampling) comes from an [`Rng`] made from a seed, so a seed fixes a whole run. It has two
+//! engines:
+//! - **xoshiro256++** (the default, [`Rng::seed`]), seeded through SplitMix64: fast, 256 bits of
+//!   state. It is written out here (a dozen lines) rather than taken from a crate so that its
+//!   state is plain words a checkpoint can save and restore exactly, and so that its stream can
+//!   never change under us with a dependency update (`rand`'s `StdRng` is documented as not
+//!   portable across releases).
+//! - **PyTorch's CPU generator** ([`Rng::torch`], see `torch_rng.rs`): MT19937 with PyTorch's
+//!   rules for uniform, normal, Bernoulli, multinomial and data-loader shuffling, so a
+//!   `--book-compat` run draws exactly the numbers the book's code draws.
+//!
+//! `Rng` implements `rand`'s traits, so `rand`'s distributions and helpers (`rand::RngExt`)
+//! work with it.
 
 use std::convert::Infallible;
 
 use rand::{SeedableRng, TryRng};
 
-/// xoshiro256++ (Blackman and Vigna, 2019): fast, 256 bits of state, period 2²⁵⁶ − 1.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::torch_rng::TorchGenerator;
+
+/// A seeded random generator (xoshiro256++ by default, or PyTorch-compatible).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rng {
-    s: [u64; 4],
+    engine: Engine,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Engine {
+    /// xoshiro256++ (Blackman and Vigna, 2019): period 2²⁵⁶ − 1.
+    Xoshiro([u64; 4]),
+    Torch(Box<TorchGenerator>),
 }
 
 /// SplitMix64: turns one u64 seed into well-mixed words to fill xoshiro's state.
@@ -37,26 +53,52 @@ impl Rng {
             splitmix64(&mut x),
             splitmix64(&mut x),
         ];
-        Rng { s }
-    }
-
-    /// The full state, for checkpoints.
-    pub fn state(&self) -> [u64; 4] {
-        self.s
-    }
-
-    /// A generator restored from [`Rng::state`]. An all-zero state is invalid (the generator
-    /// would output zeros forever) and is replaced by the state of seed 0.
-    pub fn from_state(s: [u64; 4]) -> Rng {
-        if s == [0; 4] {
-            return Rng::seed(0);
+        Rng {
+            engine: Engine::Xoshiro(s),
         }
-        Rng { s }
+    }
+
+    /// PyTorch's CPU generator after `torch.manual_seed(seed)`: with it, every draw below follows
+    /// PyTorch's rules and reproduces the book's random numbers.
+    pub fn torch(seed: u64) -> Rng {
+        Rng {
+            engine: Engine::Torch(Box::new(TorchGenerator::manual_seed(seed))),
+        }
+    }
+
+    /// Whether this is the PyTorch-compatible engine.
+    pub fn is_torch(&self) -> bool {
+        matches!(self.engine, Engine::Torch(_))
+    }
+
+    /// The full state as words, for checkpoints: `[0, s0, s1, s2, s3]` for xoshiro, `[1, …]`
+    /// for the PyTorch engine.
+    pub fn state(&self) -> Vec<u64> {
+        match &self.engine {
+            Engine::Xoshiro(s) => [0].into_iter().chain(s.iter().copied()).collect(),
+            Engine::Torch(g) => [1].into_iter().chain(g.state_words()).collect(),
+        }
+    }
+
+    /// A generator restored from [`Rng::state`]; `None` if the words are not a valid state.
+    pub fn from_state(words: &[u64]) -> Option<Rng> {
+        match words.split_first()? {
+            (0, s) if s.len() == 4 && s.iter().any(|&w| w != 0) => Some(Rng {
+                engine: Engine::Xoshiro([s[0], s[1], s[2], s[3]]),
+            }),
+            (1, w) => Some(Rng {
+                engine: Engine::Torch(Box::new(TorchGenerator::from_state_words(w)?)),
+            }),
+            _ => None,
+        }
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
+        let s = match &mut self.engine {
+            Engine::Xoshiro(s) => s,
+            Engine::Torch(g) => return g.random64(),
+        };
         let result = (s[0].wrapping_add(s[3])).rotate_left(23).wrapping_add(s[0]);
         let t = s[1] << 17;
         s[2] ^= s[0];
@@ -70,20 +112,92 @@ impl Rng {
 
     /// Uniform in [0, 1) with 24 random bits (every f32 step of 2⁻²⁴ equally likely).
     pub fn uniform(&mut self) -> f32 {
+        if let Engine::Torch(g) = &mut self.engine {
+            return g.uniform_f32();
+        }
         (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
     }
 
     /// Uniform in [0, 1) with 53 random bits.
     pub fn uniform_f64(&mut self) -> f64 {
+        if let Engine::Torch(g) = &mut self.engine {
+            return g.uniform_f64();
+        }
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// A standard normal sample by the Box–Muller transform:
     /// with u1, u2 uniform, `√(−2 ln u1) · cos(2π u2)` is N(0, 1).
     pub fn normal(&mut self) -> f32 {
+        if let Engine::Torch(g) = &mut self.engine {
+            return g.normal_f64() as f32;
+        }
         let u1 = 1.0 - self.uniform_f64(); // in (0, 1], so ln is finite
         let u2 = self.uniform_f64();
         ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
+    /// Fills `out` with uniform samples from [low, high), in row-major order.
+    /// PyTorch: `t.uniform_(low, high)`.
+    pub fn fill_uniform(&mut self, out: &mut [f32], low: f32, high: f32) {
+        match &mut self.engine {
+            Engine::Torch(g) => g.fill_uniform(out, low, high),
+            Engine::Xoshiro(_) => out
+                .iter_mut()
+                .for_each(|o| *o = self.uniform() * (high - low) + low),
+        }
+    }
+
+    /// Fills `out` with N(0, 1) samples. PyTorch: `t.normal_()`.
+    pub fn fill_normal(&mut self, out: &mut [f32]) {
+        match &mut self.engine {
+            Engine::Torch(g) => g.fill_normal(out),
+            Engine::Xoshiro(_) => out.iter_mut().for_each(|o| *o = self.normal()),
+        }
+    }
+
+    /// Whether dropout with drop probability `p` keeps an element (true with probability 1 − p).
+    pub fn keep(&mut self, p: f32) -> bool {
+        match &mut self.engine {
+            Engine::Torch(g) => g.uniform_f64() < 1.0 - p as f64,
+            Engine::Xoshiro(_) => self.uniform() >= p,
+        }
+    }
+
+    /// An index drawn with probability proportional to `probs` (non-negative, not all zero).
+    /// PyTorch: `torch.multinomial(probs, 1)`.
+    pub fn multinomial(&mut self, probs: &[f32]) -> usize {
+        if let Engine::Torch(g) = &mut self.engine {
+            return g.multinomial(probs);
+        }
+        let total: f64 = probs.iter().map(|&p| p as f64).sum();
+        let u = self.uniform_f64() * total;
+        let mut acc = 0.0;
+        let mut last = 0;
+        for (i, &p) in probs.iter().enumerate() {
+            if p > 0.0 {
+                acc += p as f64;
+                last = i;
+                if u < acc {
+                    return i;
+                }
+            }
+        }
+        last
+    }
+
+    /// The order one pass of a data loader visits `n` items in: shuffled or in order. With the
+    /// PyTorch engine it draws exactly what creating a `DataLoader` iterator draws (a base seed
+    /// always, and a sampler seed when shuffling); the default engine draws only to shuffle.
+    pub fn epoch_permutation(&mut self, n: usize, shuffle: bool) -> Vec<usize> {
+        if let Engine::Torch(g) = &mut self.engine {
+            return g.dataloader_iteration(n, shuffle);
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        if shuffle {
+            self.shuffle(&mut order);
+        }
+        order
     }
 
     /// Uniform integer in [0, n), without modulo bias (Lemire's method), `n > 0`.
@@ -135,7 +249,12 @@ impl SeedableRng for Rng {
         for (w, bytes) in s.iter_mut().zip(seed.chunks_exact(8)) {
             *w = u64::from_le_bytes(bytes.try_into().unwrap());
         }
-        Rng::from_state(s)
+        if s == [0; 4] {
+            return Rng::seed(0); // all-zero is not a valid xoshiro state
+        }
+        Rng {
+            engine: Engine::Xoshiro(s),
+        }
     }
 
     fn seed_from_u64(seed: u64) -> Rng {
@@ -152,7 +271,7 @@ mod tests {
         use rand_xoshiro::rand_core::{Rng as _, SeedableRng as _};
         let mut ours = Rng::seed(42);
         let mut bytes = [0u8; 32];
-        for (i, w) in ours.state().iter().enumerate() {
+        for (i, w) in ours.state()[1..].iter().enumerate() {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
         let mut reference = rand_xoshiro::Xoshiro256PlusPlus::from_seed(bytes);
@@ -165,11 +284,16 @@ mod tests {
     fn same_seed_same_stream_and_state_round_trips() {
         let mut a = Rng::seed(7);
         a.next_u64();
-        let mut b = Rng::from_state(a.state());
+        let mut b = Rng::from_state(&a.state()).unwrap();
         for _ in 0..10 {
             assert_eq!(a.next_u64(), b.next_u64());
         }
         assert_ne!(Rng::seed(7).next_u64(), Rng::seed(8).next_u64());
+        let mut t = Rng::torch(7);
+        t.normal();
+        let mut u = Rng::from_state(&t.state()).unwrap();
+        assert_eq!(t.next_u64(), u.next_u64());
+        assert!(Rng::from_state(&[0, 0, 0, 0, 0]).is_none());
     }
 
     #[test]

@@ -153,8 +153,9 @@ impl Tensor {
 
     /// Samples from the standard normal N(0, 1). PyTorch: `torch.randn(shape)`.
     pub fn randn(shape: &[usize], rng: &mut Rng) -> Tensor {
-        let n = shape.iter().product();
-        Tensor::from_vec((0..n).map(|_| rng.normal()).collect(), shape)
+        let mut data = vec![0.0; shape.iter().product()];
+        rng.fill_normal(&mut data);
+        Tensor::from_vec(data, shape)
     }
 
     /// Samples uniformly from [0, 1). PyTorch: `torch.rand(shape)`.
@@ -164,8 +165,8 @@ impl Tensor {
 
     /// Samples uniformly from [low, high).
     pub fn uniform(shape: &[usize], low: f32, high: f32, rng: &mut Rng) -> Tensor {
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| low + (high - low) * rng.uniform()).collect();
+        let mut data = vec![0.0; shape.iter().product()];
+        rng.fill_uniform(&mut data, low, high);
         Tensor::from_vec(data, shape)
     }
 

@@ -49,7 +49,7 @@ pub struct TrainerState {
     /// The order this epoch visits the training windows in.
     pub order: Vec<usize>,
     /// The run generator's state (dropout masks, shuffling).
-    pub rng: [u64; 4],
+    pub rng: Vec<u64>,
     pub tokens_seen: u64,
     /// AdamW's step counter.
     pub adam_t: u64,

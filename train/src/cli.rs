@@ -104,9 +104,12 @@ pub struct TrainArgs {
     pub eval_freq: Option<usize>,
     #[arg(long)]
     pub eval_iter: Option<usize>,
-    /// Save a checkpoint every N steps (besides every epoch's end).
+    /// Save a checkpoint every N steps (besides the end of the run and Ctrl-C).
     #[arg(long)]
     pub save_every: Option<usize>,
+    /// At the end of an epoch, save a checkpoint if this many minutes passed since the last one.
+    #[arg(long, default_value_t = 5.0)]
+    pub save_minutes: f64,
     #[arg(long)]
     pub seed: Option<u64>,
     #[arg(long, allow_negative_numbers = true)]
@@ -117,6 +120,9 @@ pub struct TrainArgs {
     /// Stop (as Ctrl-C would, saving a checkpoint) after this many steps.
     #[arg(long, hide = true)]
     pub stop_at_step: Option<usize>,
+    /// Draw random numbers exactly as the book's PyTorch code does, to reproduce its numbers.
+    #[arg(long)]
+    pub book_compat: bool,
     /// Print only errors.
     #[arg(long)]
     pub quiet: bool,
@@ -232,6 +238,7 @@ pub fn settings_from_args(a: &TrainArgs) -> Result<TrainSettings, TrainError> {
         s.grad_clip = if c == 0.0 { None } else { Some(c) };
     }
     s.qkv_bias |= a.qkv_bias;
+    s.book_compat |= a.book_compat;
     s.tie_weights |= a.tie_weights;
     if s.min_lr > s.lr {
         s.min_lr = s.lr;
@@ -271,6 +278,7 @@ fn train_command(a: &TrainArgs) -> Result<(), TrainError> {
         resume_max_steps: a.max_steps.filter(|_| a.resume.is_some()),
         stop,
         stop_at_step: a.stop_at_step,
+        min_secs_between_epoch_saves: a.save_minutes.max(0.0) * 60.0,
         progress: true,
         quiet: a.quiet,
     };

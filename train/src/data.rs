@@ -117,11 +117,7 @@ impl DataLoader {
     /// The order in which one epoch visits the windows: shuffled with `rng` when `shuffle` is
     /// set (one Fisher–Yates pass), else 0, 1, 2, ….
     pub fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.data.len()).collect();
-        if self.shuffle {
-            rng.shuffle(&mut order);
-        }
-        order
+        rng.epoch_permutation(self.data.len(), self.shuffle)
     }
 
     /// Batch `b` of an epoch visiting windows in `order`.

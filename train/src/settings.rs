@@ -79,6 +79,11 @@ pub struct TrainSettings {
     /// The prompt of the sample printed after each epoch.
     pub start_context: String,
     pub sample_tokens: usize,
+    /// Draw every random number as the book's PyTorch code does (MT19937, PyTorch's sampling
+    /// rules, DataLoader shuffling and evaluation on freshly shuffled batches), so the run
+    /// reproduces the book's numbers.
+    #[serde(default)]
+    pub book_compat: bool,
 }
 
 /// Names of the training presets, for help texts.
@@ -131,6 +136,7 @@ impl TrainSettings {
             train_ratio: 0.9,
             start_context: "Every effort moves you".into(),
             sample_tokens: 50,
+            book_compat: false,
         };
         match name {
             "quickstart" => Ok(quick),

@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop as if interrupted once this many steps are done (for tests and experiments).
     pub stop_at_step: Option<usize>,
+    /// At an epoch's end, save only if this many seconds passed since the last save (0: always).
+    /// Large models take seconds to save; the final, Ctrl-C and `save_every` saves always happen.
+    pub min_secs_between_epoch_saves: f64,
     /// Draw a progress bar (only on a terminal).
     pub progress: bool,
     /// Print nothing but errors.
@@ -128,8 +131,18 @@ pub fn make_loaders(
 /// Mean loss over the first `eval_iter` batches of `loader` in order, dropout off, no
 /// gradients (the book's `calc_loss_loader`).
 pub fn evaluate(model: &GptModel, loader: &DataLoader, eval_iter: usize) -> f32 {
-    let _g = no_grad();
     let order: Vec<usize> = (0..loader.data.len()).collect();
+    evaluate_in_order(model, loader, &order, eval_iter)
+}
+
+/// [`evaluate`] over the batches of one pass in `order`.
+pub fn evaluate_in_order(
+    model: &GptModel,
+    loader: &DataLoader,
+    order: &[usize],
+    eval_iter: usize,
+) -> f32 {
+    let _g = no_grad();
     let n = eval_iter.min(loader.num_batches());
     let mut total = 0.0;
     for b in 0..n {
@@ -192,7 +205,11 @@ pub fn run(
     let (model, tok, mut opt, mut state, ctx, train, val) = match &opts.resume {
         None => {
             settings.validate()?;
-            let ctx = Context::new(settings.seed);
+            let ctx = if settings.book_compat {
+                Context::book_compat(settings.seed)
+            } else {
+                Context::new(settings.seed)
+            };
             let (train_text, _) = split_text(text, settings.train_ratio);
             let tok = build_tokenizer(&settings.tokenizer, train_text, quiet_line)?;
             let (train, val) = make_loaders(text, &settings, &tok)?;
@@ -233,7 +250,9 @@ pub fn run(
                     r.dir.display()
                 )));
             }
-            *ctx.rng() = Rng::from_state(state.rng);
+            *ctx.rng() = Rng::from_state(&state.rng).ok_or_else(|| {
+                TrainError(format!("{}: invalid generator state", r.dir.display()))
+            })?;
             quiet_line(&format!(
                 "resuming {} at step {}",
                 r.dir.display(),
@@ -293,6 +312,7 @@ pub fn run(
     let (mut window_secs, mut window_tokens) = (0.0f64, 0u64);
     let mut interrupted = false;
     let mut last_saved: Option<(usize, PathBuf)> = None;
+    let mut last_save_time = Instant::now();
     let save = |state: &mut TrainerState, opt: &AdamW| -> Result<(usize, PathBuf), TrainError> {
         state.rng = ctx.rng().state();
         state.adam_t = opt.t;
@@ -355,8 +375,21 @@ pub fn run(
             // the book evaluates after the 1st step and then every eval_freq steps
             if (state.step - 1).is_multiple_of(s.eval_freq) {
                 model.eval();
-                let train_loss = evaluate(&model, &train, s.eval_iter);
-                let val_loss = evaluate(&model, &val, s.eval_iter);
+                let (train_loss, val_loss) = if s.book_compat {
+                    // the book iterates both loaders afresh: a newly shuffled training pass
+                    let train_order = train.epoch_order(&mut ctx.rng());
+                    let train_loss = evaluate_in_order(&model, &train, &train_order, s.eval_iter);
+                    let val_order = val.epoch_order(&mut ctx.rng());
+                    (
+                        train_loss,
+                        evaluate_in_order(&model, &val, &val_order, s.eval_iter),
+                    )
+                } else {
+                    (
+                        evaluate(&model, &train, s.eval_iter),
+                        evaluate(&model, &val, s.eval_iter),
+                    )
+                };
                 let tps = (window_tokens as f64 / window_secs.max(1e-9)) as f32;
                 (window_secs, window_tokens) = (0.0, 0);
                 let rec = MetricRecord {
@@ -387,6 +420,7 @@ pub fn run(
             let periodic = s.save_every.is_some_and(|k| state.step.is_multiple_of(k));
             if stop || periodic {
                 last_saved = Some(save(&mut state, &opt)?);
+                last_save_time = Instant::now();
             }
             if stop {
                 interrupted = true;
@@ -407,7 +441,10 @@ pub fn run(
             state.epoch += 1;
             state.batch_in_epoch = 0;
             state.order.clear();
-            last_saved = Some(save(&mut state, &opt)?);
+            if last_save_time.elapsed().as_secs_f64() >= opts.min_secs_between_epoch_saves {
+                last_saved = Some(save(&mut state, &opt)?);
+                last_save_time = Instant::now();
+            }
         }
     }
     let checkpoint = match last_saved {

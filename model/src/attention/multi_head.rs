@@ -234,9 +234,9 @@ mod tests {
             if !train {
                 ctx.eval();
             }
-            let state = ctx.rng().state();
+            let saved = ctx.rng().clone();
             let fused = mha.forward(&x);
-            *ctx.rng() = tensor::Rng::from_state(state);
+            *ctx.rng() = saved;
             let composed = mha.forward_composed(&x);
             assert_close(&fused, &composed, 1e-5);
         }

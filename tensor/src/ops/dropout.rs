@@ -17,7 +17,7 @@ use crate::tensor::Tensor;
 fn dropout_forward(out: &mut [f32], mask: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) {
     let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
     for ((o, m), &x) in out.iter_mut().zip(mask.iter_mut()).zip(inp) {
-        *m = if rng.uniform() >= p { scale } else { 0.0 };
+        *m = if rng.keep(p) { scale } else { 0.0 };
         *o = x * *m;
     }
 }

@@ -124,7 +124,7 @@ impl TorchGenerator {
         for start in (0..n - 15).step_by(16) {
             box_muller_16(&mut out[start..start + 16]);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut out[n - 16..];
             for o in tail.iter_mut() {
                 *o = self.uniform_f32();

@@ -146,7 +146,7 @@ pub fn evaluate_in_order(
     let n = eval_iter.min(loader.num_batches());
     let mut total = 0.0;
     for b in 0..n {
-        let batch = loader.batch(&order, b);
+        let batch = loader.batch(order, b);
         total += model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets)

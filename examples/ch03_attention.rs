@@ -1,10 +1,11 @@
 //! Book chapter 3: attention, from the simplified version to multi-head attention.
 //!
-//! `cargo run --release --example ch03_attention`
+//! `cargo run --release --example ch03_attention -- --book-compat`
 //!
 //! Section 3.3 uses no random numbers, so its values equal the book's exactly. Later sections
-//! initialise weights randomly; with scratchgpt's own generator the values differ from the
-//! book's printouts (the shapes and properties are the same).
+//! initialise weights randomly: with `--book-compat` they draw from PyTorch's generator and
+//! print the book's numbers (shown beside them); without it, scratchgpt's own generator gives
+//! other values with the same shapes and properties.
 
 use model::attention::simplified::{
     attention_for_query, simplified_self_attention, your_journey_inputs,
@@ -34,7 +35,36 @@ fn show(label: &str, t: &Tensor) {
     }
 }
 
+/// A context seeded like `torch.manual_seed(seed)` with `--book-compat`, else scratchgpt's own.
+fn ctx(seed: u64) -> Context {
+    if book_compat() {
+        Context::book_compat(seed)
+    } else {
+        Context::new(seed)
+    }
+}
+
+fn book_compat() -> bool {
+    std::env::args().any(|a| a == "--book-compat")
+}
+
+fn rng(seed: u64) -> Rng {
+    if book_compat() {
+        Rng::torch(seed)
+    } else {
+        Rng::seed(seed)
+    }
+}
+
 fn main() {
+    println!(
+        "random numbers: {}",
+        if book_compat() {
+            "PyTorch's (--book-compat)"
+        } else {
+            "scratchgpt's own (add --book-compat for the book's)"
+        }
+    );
     let inputs = your_journey_inputs();
 
     // 3.3.1 one query
@@ -51,12 +81,12 @@ fn main() {
     show("      all context vectors", &all_z);
 
     // 3.4 trainable weights
-    let v1 = SelfAttentionV1::new(3, 2, &Context::new(123));
+    let v1 = SelfAttentionV1::new(3, 2, &ctx(123));
     show(
         "3.4.1 SelfAttentionV1 context vectors",
         &v1.forward(&inputs),
     );
-    let v2 = SelfAttentionV2::new(3, 2, false, &Context::new(789));
+    let v2 = SelfAttentionV2::new(3, 2, false, &ctx(789));
     show(
         "3.4.2 SelfAttentionV2 attention weights",
         &v2.attention_weights(&inputs),
@@ -68,9 +98,9 @@ fn main() {
 
     // 3.5 causal mask and dropout
     show("3.5.1 the causal mask (1 = hidden)", &causal_mask(6));
-    let ctx = Context::new(789);
-    ctx.eval();
-    let ca = CausalAttention::new(3, 2, 6, 0.0, false, &ctx);
+    let c = ctx(789);
+    c.eval();
+    let ca = CausalAttention::new(3, 2, 6, 0.0, false, &c);
     show(
         "      masked attention weights",
         &ca.attention_weights(&inputs.unsqueeze(0)).squeeze(0),
@@ -78,11 +108,11 @@ fn main() {
     let ones = Tensor::ones(&[6, 6]);
     show(
         "3.5.2 dropout(0.5) on a matrix of ones: kept values are scaled to 2",
-        &ones.dropout(0.5, true, &mut Rng::seed(123)),
+        &ones.dropout(0.5, true, &mut rng(123)),
     );
     let batch = Tensor::concat(&[&inputs.unsqueeze(0), &inputs.unsqueeze(0)], 0);
-    let ctx = Context::new(123);
-    let ca = CausalAttention::new(3, 2, 6, 0.0, false, &ctx);
+    let c123 = ctx(123);
+    let ca = CausalAttention::new(3, 2, 6, 0.0, false, &c123);
     println!(
         "3.5.3 CausalAttention on a batch {:?} -> {:?}",
         batch.shape(),
@@ -90,12 +120,12 @@ fn main() {
     );
 
     // 3.6 multi-head attention
-    let wrapper = MultiHeadAttentionWrapper::new(3, 2, 6, 0.0, 2, false, &Context::new(123));
+    let wrapper = MultiHeadAttentionWrapper::new(3, 2, 6, 0.0, 2, false, &ctx(123));
     show(
         "3.6.1 MultiHeadAttentionWrapper (2 heads of 2) on the batch",
         &wrapper.forward(&batch),
     );
-    let mha = MultiHeadAttention::new(3, 2, 6, 0.0, 2, false, &Context::new(123));
+    let mha = MultiHeadAttention::new(3, 2, 6, 0.0, 2, false, &ctx(123));
     show(
         "3.6.2 MultiHeadAttention (d_out 2, 2 heads)",
         &mha.forward(&batch),

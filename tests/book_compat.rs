@@ -97,7 +97,7 @@ fn chapter_5_multinomial_sampling_counts_match_the_book() {
 }
 
 #[test]
-#[ignore = "trains GPT-2 small for 11 steps (about a minute in release); run with --release -- --ignored"]
+#[ignore = "trains GPT-2 small for 16 steps (about two minutes in release); run with --release -- --ignored"]
 fn chapter_5_training_follows_the_books_first_evaluation_points() {
     let Some(text) = verdict() else { return };
     let settings = TrainSettings {

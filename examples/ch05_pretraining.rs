@@ -25,7 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tok.encode(&text).len()
     );
     let book = std::env::args().any(|a| a == "--book-compat");
-    let ctx = if book { Context::book_compat(123) } else { Context::new(123) };
+    let ctx = if book {
+        Context::book_compat(123)
+    } else {
+        Context::new(123)
+    };
     let model = GptModel::new(
         &GptConfig {
             context_length: 256,

@@ -176,6 +176,26 @@ fn bad_training_inputs_give_one_clear_line_and_write_nothing() {
             "no such directory",
         ),
         (vec!["--bogus-flag".into()], "--bogus-flag"),
+        (
+            vec![
+                "--resume".into(),
+                p(&dir),
+                "--context-length".into(),
+                "999".into(),
+            ],
+            "cannot change when resuming",
+        ),
+        (
+            vec![
+                "--lr".into(),
+                "1e30".into(),
+                "--tokenizer".into(),
+                "bytes".into(),
+                "--grad-clip".into(),
+                "0".into(),
+            ],
+            "NaN or infinite at step",
+        ),
     ];
     for (extra, needle) in cases {
         let mut args: Vec<String> = vec![

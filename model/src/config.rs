@@ -92,6 +92,21 @@ impl GptConfig {
         })
     }
 
+    /// Number of parameters a model of this shape has (the head counted only when untied).
+    /// Computed from the shapes, without building anything: for gpt2-small, 163,009,536.
+    pub fn num_parameters(&self) -> u128 {
+        let (v, t, c, l) = (
+            self.vocab_size as u128,
+            self.context_length as u128,
+            self.emb_dim as u128,
+            self.n_layers as u128,
+        );
+        let qkv = 3 * c * c + if self.qkv_bias { 3 * c } else { 0 };
+        let block = qkv + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c) + 4 * c;
+        let head = if self.tie_weights { 0 } else { v * c };
+        v * c + t * c + l * block + 2 * c + head
+    }
+
     /// Width of one attention head, `emb_dim / n_heads`.
     pub fn head_dim(&self) -> usize {
         self.emb_dim / self.n_heads

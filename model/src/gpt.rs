@@ -199,6 +199,15 @@ mod tests {
         let untied = v * c + t * c + l * block + 2 * c + v * c;
         assert_eq!(untied, 163_009_536);
         assert_eq!(untied - v * c, 124_412_160);
+        assert_eq!(cfg.num_parameters(), 163_009_536);
+        let tied = GptConfig {
+            tie_weights: true,
+            ..cfg.clone()
+        };
+        assert_eq!(tied.num_parameters(), 124_412_160);
+        // the book's size: 163,009,536 × 4 bytes / 1024² = 621.83 MB
+        let mb = cfg.num_parameters() as f64 * 4.0 / (1024.0 * 1024.0);
+        assert!((mb - 621.83).abs() < 0.005, "{mb}");
         // and the formula agrees with a real (small) model's count
         let small = tiny_config();
         let m = GptModel::new(&small, &Context::new(0)).unwrap();
@@ -222,6 +231,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tied.num_parameters(), m.num_parameters() - v * c);
+        assert_eq!(m.num_parameters() as u128, m.cfg.num_parameters());
+        assert_eq!(tied.num_parameters() as u128, tied.cfg.num_parameters());
     }
 
     #[test]

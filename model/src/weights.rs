@@ -388,13 +388,41 @@ pub fn load_model_with(
     let mut cfg = read_config(&dir.join(CONFIG_FILE))?;
     let path = dir.join(WEIGHTS_FILE);
     let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
-    // the weights can be no larger than the config's parameters justify (plus header slack)
-    let expected = 4
-        * (cfg.vocab_size as u64 * cfg.emb_dim as u64 * 2
-            + cfg.context_length as u64 * cfg.emb_dim as u64
-            + cfg.n_layers as u64 * (12 * (cfg.emb_dim as u64).pow(2) + 16 * cfg.emb_dim as u64))
-        + (8 << 20);
-    let bytes = read_bounded(&path, expected.max(meta.len().min(expected)))?;
+    if meta.is_dir() {
+        return Err(format_err(&path, "is a directory, expected a file"));
+    }
+    // Before reading or allocating anything: the file must be big enough for the weights the
+    // config describes (so a corrupt config cannot make us allocate more than the file
+    // justifies), and not much bigger (header, QKV biases and GPT-2's mask buffers aside).
+    let tied = GptConfig {
+        qkv_bias: false,
+        tie_weights: true,
+        ..cfg.clone()
+    };
+    let least = 4 * tied.num_parameters();
+    let untied = GptConfig {
+        qkv_bias: true,
+        tie_weights: false,
+        ..cfg.clone()
+    };
+    let masks = 4 * (cfg.n_layers as u128) * (cfg.context_length as u128).pow(2);
+    let most = 4 * untied.num_parameters() + masks + (100 << 20);
+    if (meta.len() as u128) < least {
+        return Err(format_err(
+            &path,
+            format!("{} bytes is too small for the model config.json describes ({least} bytes of weights)", meta.len()),
+        ));
+    }
+    if meta.len() as u128 > most {
+        return Err(format_err(
+            &path,
+            format!(
+                "{} bytes is far larger than the model config.json describes",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format_err(&path, format!("not a valid safetensors file: {e}")))?;
     // Strip an optional "transformer." prefix; drop the causal-mask buffers GPT-2 files carry.
@@ -619,16 +647,28 @@ mod tests {
         let m = GptModel::new(&tiny(false, false), &Context::new(1)).unwrap();
         let dir = tmpdir("errors");
         save_model(&m, &dir).unwrap();
-        // a config whose width disagrees with the tensors
+        // a config describing a much bigger model than the file holds: refused before allocating
         let mut cfg = config_to_json(&m.cfg);
-        cfg["n_embd"] = json!(16);
+        cfg["n_embd"] = json!(4096);
         cfg["n_head"] = json!(4);
         std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec(&cfg).unwrap()).unwrap();
         let e = load_model(&dir, &Context::new(0)).unwrap_err().to_string();
         assert!(
-            e.contains("model.safetensors") && e.contains("wte.weight") && e.contains("shape"),
+            e.contains("model.safetensors") && e.contains("too small"),
             "{e}"
         );
+        // a config with fewer layers than the file: the extra tensors are named
+        let mut cfg = config_to_json(&m.cfg);
+        cfg["n_layer"] = json!(1);
+        std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec(&cfg).unwrap()).unwrap();
+        let e = load_model(&dir, &Context::new(0)).unwrap_err().to_string();
+        assert!(e.contains("unexpected tensor \"h.1."), "{e}");
+        // a config whose vocabulary disagrees: the shape error names the tensor
+        let mut cfg = config_to_json(&m.cfg);
+        cfg["vocab_size"] = json!(18);
+        std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec(&cfg).unwrap()).unwrap();
+        let e = load_model(&dir, &Context::new(0)).unwrap_err().to_string();
+        assert!(e.contains("wte.weight") && e.contains("shape"), "{e}");
         // malformed JSON
         std::fs::write(dir.join(CONFIG_FILE), b"{ not json").unwrap();
         let e = load_model(&dir, &Context::new(0)).unwrap_err().to_string();

@@ -50,8 +50,8 @@ pub struct TrainArgs {
     #[arg(long, num_args = 1..)]
     pub data: Vec<PathBuf>,
     /// Settings preset: quickstart, book-ch5, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl, small, tiny, micro.
-    #[arg(long, default_value = "quickstart")]
-    pub preset: String,
+    #[arg(long)]
+    pub preset: Option<String>,
     /// gpt2, bytes, or bpe:N (a vocabulary of N learned from the data).
     #[arg(long)]
     pub tokenizer: Option<String>,
@@ -189,7 +189,7 @@ pub fn read_text_file(path: &Path) -> Result<String, TrainError> {
 
 /// The settings a `train` command asks for: the preset, then each flag given.
 pub fn settings_from_args(a: &TrainArgs) -> Result<TrainSettings, TrainError> {
-    let mut s = TrainSettings::preset(&a.preset)?;
+    let mut s = TrainSettings::preset(a.preset.as_deref().unwrap_or("quickstart"))?;
     if let Some(t) = &a.tokenizer {
         s.tokenizer = TokenizerSpec::parse(t)?;
     }
@@ -247,8 +247,52 @@ pub fn settings_from_args(a: &TrainArgs) -> Result<TrainSettings, TrainError> {
     Ok(s)
 }
 
+/// With `--resume`, the run keeps its saved settings: any other setting flag is an error
+/// rather than silently ignored.
+fn check_resume_flags(a: &TrainArgs) -> Result<(), TrainError> {
+    let given = [
+        ("--preset", a.preset.is_some()),
+        ("--tokenizer", a.tokenizer.is_some()),
+        ("--context-length", a.context_length.is_some()),
+        ("--emb-dim", a.emb_dim.is_some()),
+        ("--n-layers", a.n_layers.is_some()),
+        ("--n-heads", a.n_heads.is_some()),
+        ("--dropout", a.dropout.is_some()),
+        ("--qkv-bias", a.qkv_bias),
+        ("--tie-weights", a.tie_weights),
+        ("--batch-size", a.batch_size.is_some()),
+        ("--stride", a.stride.is_some()),
+        ("--lr", a.lr.is_some()),
+        ("--min-lr", a.min_lr.is_some()),
+        ("--constant-lr", a.constant_lr),
+        ("--weight-decay", a.weight_decay.is_some()),
+        ("--warmup-steps", a.warmup_steps.is_some()),
+        ("--grad-clip", a.grad_clip.is_some()),
+        ("--eval-freq", a.eval_freq.is_some()),
+        ("--eval-iter", a.eval_iter.is_some()),
+        ("--save-every", a.save_every.is_some()),
+        ("--seed", a.seed.is_some()),
+        ("--train-ratio", a.train_ratio.is_some()),
+        ("--start-context", a.start_context.is_some()),
+        ("--book-compat", a.book_compat),
+    ];
+    match given.iter().find(|(_, g)| *g) {
+        Some((flag, _)) => Err(TrainError(format!(
+            "{flag} cannot change when resuming: the run keeps the settings saved in its checkpoint (only --epochs and --max-steps can be given)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn train_command(a: &TrainArgs) -> Result<(), TrainError> {
-    let settings = settings_from_args(a)?;
+    if a.resume.is_some() {
+        check_resume_flags(a)?;
+    }
+    let settings = if a.resume.is_some() {
+        TrainSettings::preset("quickstart")?
+    } else {
+        settings_from_args(a)?
+    };
     let text = if a.data.is_empty() {
         crate::corpus::DEFAULT_CORPUS.to_string()
     } else {
@@ -292,11 +336,15 @@ fn train_command(a: &TrainArgs) -> Result<(), TrainError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!(
-            "training on {source} ({} bytes) with preset {}",
-            text.len(),
-            settings.preset
-        );
+        if a.resume.is_some() {
+            println!("training on {source} ({} bytes)", text.len());
+        } else {
+            println!(
+                "training on {source} ({} bytes) with preset {}",
+                text.len(),
+                settings.preset
+            );
+        }
     }
     let summary = trainer::run(&text, settings, &opts)?;
     if !a.quiet {

@@ -42,6 +42,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Mean next-token loss and perplexity of a model on a text file.
     Eval(EvalArgs),
+    /// Measure this machine: FMA peak, SGEMM, training steps, generation (under a minute).
+    Bench,
 }
 
 #[derive(Args, Debug)]
@@ -477,6 +479,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Train(a) => train_command(a),
         Command::Generate(a) => generate_command(a),
         Command::Eval(a) => eval_command(a),
+        Command::Bench => {
+            crate::bench::run_bench();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => 0,

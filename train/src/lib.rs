@@ -13,6 +13,7 @@
 //! | — | metrics and the loss plot | [`metrics`] |
 //! | — | the `scratchgpt` command line | [`cli`] |
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod corpus;

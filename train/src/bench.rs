@@ -1,0 +1,154 @@
+//! `scratchgpt bench`: this machine's speed in under a minute, without criterion — the FMA
+//! peak, SGEMM on GPT-2 shapes as a share of it, training steps of three model sizes, and
+//! generation with the KV cache. (`cargo bench` has the careful versions of each.)
+
+use std::time::Instant;
+
+use model::generate::{generate, GenerateOptions, Sampling};
+use model::{Context, GptConfig, GptModel, Module};
+use tensor::kernels::gemm::{gemm, MatRef};
+use tensor::kernels::peak;
+use tensor::{AdamW, Optimizer, Rng};
+
+/// Best of `reps` timings of `f`, in seconds.
+fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Runs the benchmarks and prints one table.
+pub fn run_bench() {
+    let threads = rayon::current_num_threads();
+    let peak1 = peak::peak_gflops_one_core(300);
+    let peak_all = peak::peak_gflops_all_cores(300);
+    println!("threads: {threads} (set RAYON_NUM_THREADS to change)");
+    println!("FMA peak: {peak1:.1} GFLOP/s per core, {peak_all:.1} GFLOP/s on {threads} threads\n");
+    println!("{:<44} {:>12} {:>16}", "benchmark", "time", "throughput");
+
+    let mut rng = Rng::seed(0);
+    for (label, m, k, n) in [
+        ("sgemm 512x768 @ 768x3072 (MLP up)", 512, 768, 3072),
+        ("sgemm 512x768 @ 768x50257 (logits)", 512, 768, 50257),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+        let mut c = vec![0.0f32; m * n];
+        let secs = best_of(3, || {
+            gemm(
+                m,
+                k,
+                n,
+                1.0,
+                MatRef::row_major(&a, 0, k),
+                MatRef::row_major(&b, 0, n),
+                0.0,
+                &mut c,
+            )
+        });
+        let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
+        println!(
+            "{label:<44} {:>10.2}ms {:>9.1} GFLOP/s ({:.0}% of peak)",
+            secs * 1e3,
+            gflops,
+            100.0 * gflops / peak_all
+        );
+    }
+
+    let base = GptConfig::gpt2_small();
+    for (label, cfg, batch, reps) in [
+        (
+            "train step tiny (V256 T128 C128 L4, B16)",
+            GptConfig {
+                vocab_size: 256,
+                context_length: 128,
+                emb_dim: 128,
+                n_heads: 4,
+                n_layers: 4,
+                ..base.clone()
+            },
+            16,
+            5,
+        ),
+        (
+            "train step small (V50257 T256 C256 L4, B8)",
+            GptConfig {
+                context_length: 256,
+                emb_dim: 256,
+                n_heads: 4,
+                n_layers: 4,
+                ..base.clone()
+            },
+            8,
+            3,
+        ),
+        (
+            "train step gpt2-small (T256, B2)",
+            GptConfig {
+                context_length: 256,
+                ..base.clone()
+            },
+            2,
+            2,
+        ),
+    ] {
+        let model = GptModel::new(&cfg, &Context::new(1)).expect("valid config");
+        let mut opt = AdamW::new(model.parameters(), 4e-4, 0.1);
+        let n = batch * cfg.context_length;
+        let ids: Vec<usize> = (0..n).map(|_| rng.below(cfg.vocab_size)).collect();
+        let targets: Vec<usize> = (0..n).map(|_| rng.below(cfg.vocab_size)).collect();
+        let mut step = || {
+            opt.zero_grad();
+            model
+                .forward(&ids, batch)
+                .cross_entropy(&targets)
+                .backward();
+            opt.step();
+        };
+        step(); // warm up
+        let secs = best_of(reps, step);
+        println!(
+            "{label:<44} {:>10.1}ms {:>9.0} tokens/s",
+            secs * 1e3,
+            n as f64 / secs
+        );
+    }
+
+    let model = GptModel::new(
+        &GptConfig {
+            tie_weights: true,
+            ..base
+        },
+        &Context::new(1),
+    )
+    .expect("valid config");
+    model.eval();
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        sampling: Sampling::greedy(),
+        eos_id: None,
+        use_cache: true,
+    };
+    let secs = best_of(2, || {
+        generate(
+            &model,
+            &[15496, 11, 314, 716],
+            &opts,
+            &mut Rng::seed(0),
+            |_| {},
+        );
+    });
+    let bytes = model.num_parameters() as f64 * 4.0;
+    let tps = 32.0 / secs;
+    println!(
+        "{:<44} {:>10.1}ms {:>9.1} tokens/s ({:.1} GB/s of weights read)",
+        "generate gpt2-small, KV cache, 32 tokens",
+        secs * 1e3,
+        tps,
+        tps * bytes / 1e9
+    );
+}

@@ -10,7 +10,11 @@ use model::generate::{generate, GenerateOptions, Sampling};
 use model::{Context, GptConfig, GptModel};
 use tensor::Rng;
 
+#[path = "common.rs"]
+mod common;
+
 fn main() {
+    common::tune_allocator();
     let mut c = Criterion::default().configure_from_args();
     let model = GptModel::new(
         &GptConfig {

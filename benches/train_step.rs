@@ -50,6 +50,7 @@ fn config(name: &str) -> (GptConfig, usize) {
 }
 
 fn main() {
+    common::tune_allocator();
     let mut c = Criterion::default().configure_from_args();
     for name in ["tiny", "small", "gpt2-small"] {
         let (cfg, batch) = config(name);

@@ -14,8 +14,48 @@
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm, MatRef};
-use crate::kernels::parallel::accumulate_over_rows;
+use crate::kernels::parallel::{accumulate_over_rows, for_each_row_with_cost};
 use crate::tensor::Tensor;
+
+/// Rows up to which the forward pass uses dot products instead of SGEMM (generation feeds one
+/// token at a time: a GEMM with one row would pack, and so copy, the whole weight matrix).
+const GEMV_MAX_ROWS: usize = 4;
+
+/// `x·w` for two equal-length slices, with sixteen running sums so it vectorises. The same
+/// code is compiled twice: for the baseline x86-64 target and, picked at run time when the CPU
+/// has it, for AVX2 (no build flag, so the binary still runs on any x86-64).
+#[inline(always)]
+fn dot_generic(x: &[f32], w: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (xc, wc) = (x.chunks_exact(16), w.chunks_exact(16));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(wc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xc.zip(wc) {
+        for k in 0..16 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_avx2(x: &[f32], w: &[f32]) -> f32 {
+    dot_generic(x, w)
+}
+
+fn dot(x: &[f32], w: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { dot_avx2(x, w) };
+    }
+    dot_generic(x, w)
+}
 
 /// `out = inp·Wᵀ (+ bias)`. Shapes: out (N, OC), inp (N, IC), weight (OC, IC), bias (OC,)
 fn linear_forward(
@@ -27,6 +67,17 @@ fn linear_forward(
     oc: usize,
 ) {
     let n = inp.len() / ic.max(1);
+    if n <= GEMV_MAX_ROWS && ic > 0 {
+        // Each output is a dot product of an input row with a (contiguous) weight row: one
+        // streaming pass over W, parallel over output columns.
+        for (r, row) in out.chunks_exact_mut(oc).enumerate() {
+            let x = &inp[r * ic..(r + 1) * ic];
+            for_each_row_with_cost(row, 1, ic, |j, o| {
+                o[0] = dot(x, &weight[j * ic..(j + 1) * ic]) + bias.map_or(0.0, |b| b[j]);
+            });
+        }
+        return;
+    }
     let beta = match bias {
         Some(b) => {
             for row in out.chunks_exact_mut(oc) {
@@ -183,6 +234,24 @@ mod tests {
         assert!(close(&fused.to_vec(), &composed.to_vec()));
         for (t, g) in [&x, &w, &b].iter().zip(&grads_fused) {
             assert!(close(&t.grad().unwrap().to_vec(), g));
+        }
+    }
+
+    #[test]
+    fn one_row_path_equals_the_gemm_path() {
+        let mut rng = Rng::seed(14);
+        let w = Tensor::randn(&[300, 77], &mut rng);
+        let b = Tensor::randn(&[300], &mut rng);
+        let x = Tensor::randn(&[9, 77], &mut rng);
+        let all = x.linear(&w, Some(&b)); // 9 rows: SGEMM
+        for r in [0, 4, 8] {
+            let one = x.narrow(0, r, 1).linear(&w, Some(&b)); // 1 row: dot products
+            let want = all.narrow(0, r, 1).to_vec();
+            assert!(one
+                .to_vec()
+                .iter()
+                .zip(&want)
+                .all(|(p, q)| (p - q).abs() < 1e-4));
         }
     }
 

@@ -86,13 +86,7 @@ pub fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    a.check(m, k, "A");
-    b.check(k, n, "B");
-    assert!(
-        c.len() >= m * n,
-        "gemm: C has {} values, needs {m}×{n}",
-        c.len()
-    );
+    check_operands(m, k, n, a, b, c);
     if m == 0 || n == 0 {
         return;
     }
@@ -118,6 +112,18 @@ pub fn gemm(
     });
 }
 
+/// Panics (naming the operand) unless A is m×k, B is k×n and C holds m×n values in bounds.
+#[track_caller]
+fn check_operands(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: &[f32]) {
+    a.check(m, k, "A");
+    b.check(k, n, "B");
+    assert!(
+        c.len() >= m * n,
+        "gemm: C has {} values, needs {m}×{n}",
+        c.len()
+    );
+}
+
 /// [`gemm`] on the calling thread only: for callers that already run in parallel (one product
 /// per batch entry), so parallelism is never nested.
 #[track_caller]
@@ -132,13 +138,7 @@ pub fn gemm_serial(
     beta: f32,
     c: &mut [f32],
 ) {
-    a.check(m, k, "A");
-    b.check(k, n, "B");
-    assert!(
-        c.len() >= m * n,
-        "gemm: C has {} values, needs {m}×{n}",
-        c.len()
-    );
+    check_operands(m, k, n, a, b, c);
     // SAFETY: bounds of A and B were checked above, C holds m·n values, and `c` is borrowed
     // mutably for the duration of the call.
     unsafe { sgemm_block(0..m, 0..n, k, alpha, a, b, beta, SendPtr(c.as_mut_ptr()), n) };

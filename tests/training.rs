@@ -212,3 +212,36 @@ fn a_failed_or_interrupted_save_keeps_the_previous_checkpoint() {
     checkpoint::load_for_resume(&out, &ctx).expect("the previous checkpoint still loads");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn disk_full_on_save_is_reported_and_the_previous_checkpoint_kept() {
+    // Simulate a full disk: the temporary file the `latest` pointer is written through is a
+    // symlink to /dev/full, where every write fails with ENOSPC.
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipping: no /dev/full");
+        return;
+    }
+    let text = train::corpus::DEFAULT_CORPUS;
+    let out = tmp("diskfull");
+    let s = TrainSettings {
+        max_steps: Some(2),
+        ..small_settings()
+    };
+    run(text, s.clone(), &opts(&out)).unwrap();
+    let good = checkpoint::resolve(&out).unwrap();
+    let trap = out.join(format!(".latest.tmp-{}", std::process::id()));
+    std::os::unix::fs::symlink("/dev/full", &trap).unwrap();
+    let resume = RunOptions {
+        resume: Some(out.clone()),
+        resume_max_steps: Some(4),
+        ..opts(&out)
+    };
+    let err = run(text, s, &resume).unwrap_err().to_string();
+    assert!(
+        err.contains("No space left on device") && err.contains("previous checkpoint is kept"),
+        "{err}"
+    );
+    assert_eq!(checkpoint::resolve(&out).unwrap(), good);
+    let _ = std::fs::remove_file(&trap);
+    std::fs::remove_dir_all(&out).unwrap();
+}

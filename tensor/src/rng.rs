@@ -164,6 +164,36 @@ impl Rng {
         }
     }
 
+    /// Fills `mask` with dropout multipliers: `1/(1 − p)` for kept elements, 0 for dropped ones.
+    ///
+    /// With the PyTorch engine this is one Bernoulli draw per element in order, as PyTorch does.
+    /// The default engine draws one seed from the stream and gives each fixed-size piece of the
+    /// mask its own generator seeded from (seed, piece index), so pieces can be filled in
+    /// parallel and the result does not depend on the number of threads.
+    pub fn fill_dropout_mask(&mut self, mask: &mut [f32], p: f32) {
+        let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+        if self.is_torch() {
+            for m in mask.iter_mut() {
+                *m = if self.keep(p) { scale } else { 0.0 };
+            }
+            return;
+        }
+        const PIECE: usize = 16 * 1024;
+        let base = self.next_u64();
+        let fill = |(i, piece): (usize, &mut [f32])| {
+            let mut r = Rng::seed(base ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for m in piece.iter_mut() {
+                *m = if r.uniform() >= p { scale } else { 0.0 };
+            }
+        };
+        if mask.len() < crate::kernels::parallel::PAR_THRESHOLD {
+            mask.chunks_mut(PIECE).enumerate().for_each(fill);
+        } else {
+            use rayon::prelude::*;
+            mask.par_chunks_mut(PIECE).enumerate().for_each(fill);
+        }
+    }
+
     /// An index drawn with probability proportional to `probs` (non-negative, not all zero).
     /// PyTorch: `torch.multinomial(probs, 1)`.
     pub fn multinomial(&mut self, probs: &[f32]) -> usize {

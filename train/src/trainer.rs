@@ -90,7 +90,25 @@ pub fn build_tokenizer(
         TokenizerSpec::Bytes => Tokenizer::bytes(),
         TokenizerSpec::Bpe(n) => {
             let t = Instant::now();
-            let tok = Tokenizer::train_bpe(train_text, *n, |_, _| {})?;
+            // a progress bar for long vocabularies on big corpora (terminal only)
+            let bar = (std::io::stderr().is_terminal() && train_text.len() > 1 << 20).then(|| {
+                let b = ProgressBar::new(n.saturating_sub(257) as u64);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "learning BPE merges {bar:30} {pos}/{len} [{elapsed_precise} < {eta}]",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b
+            });
+            let tok = Tokenizer::train_bpe(train_text, *n, |done, _| {
+                if let Some(b) = &bar {
+                    b.set_position(done as u64);
+                }
+            })?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
             report(&format!(
                 "learned a BPE vocabulary of {} tokens from {} bytes in {:.1}s",
                 tok.vocab_size(),

@@ -233,10 +233,10 @@ impl Tensor {
         };
         let nb = q.numel() / (tq * hs).max(1);
         let mask = (train && p_drop > 0.0).then(|| {
-            let keep = 1.0 / (1.0 - p_drop);
-            (0..nb * tq * tk)
-                .map(|_| if rng.uniform() >= p_drop { keep } else { 0.0 })
-                .collect::<Vec<f32>>()
+            // the same draws as dropout on the [.., Tq, Tk] weights (so fused == composed)
+            let mut m = vec![0.0f32; nb * tq * tk];
+            rng.fill_dropout_mask(&mut m, p_drop);
+            m
         });
         let mut out = vec![0.0; nb * tq * hs];
         let mut p = vec![0.0; nb * tq * tk];

@@ -13,12 +13,11 @@ use crate::autograd::{Backward, GradStore};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng` in row-major order.
+/// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng`.
 fn dropout_forward(out: &mut [f32], mask: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) {
-    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-    for ((o, m), &x) in out.iter_mut().zip(mask.iter_mut()).zip(inp) {
-        *m = if rng.keep(p) { scale } else { 0.0 };
-        *o = x * *m;
+    rng.fill_dropout_mask(mask, p);
+    for ((o, m), &x) in out.iter_mut().zip(mask.iter()).zip(inp) {
+        *o = x * m;
     }
 }
 

@@ -9,51 +9,21 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use model::{Context, GptConfig, GptModel, Module};
+use model::{Context, GptModel, Module};
 use tensor::{AdamW, Optimizer, Rng};
 
 #[path = "common.rs"]
 mod common;
 
-fn config(name: &str) -> (GptConfig, usize) {
-    let base = GptConfig::gpt2_small();
-    match name {
-        "tiny" => (
-            GptConfig {
-                vocab_size: 256,
-                context_length: 128,
-                emb_dim: 128,
-                n_heads: 4,
-                n_layers: 4,
-                ..base
-            },
-            16,
-        ),
-        "small" => (
-            GptConfig {
-                context_length: 256,
-                emb_dim: 256,
-                n_heads: 4,
-                n_layers: 4,
-                ..base
-            },
-            8,
-        ),
-        _ => (
-            GptConfig {
-                context_length: 256,
-                ..base
-            },
-            2,
-        ),
-    }
-}
-
 fn main() {
     common::tune_allocator();
     let mut c = Criterion::default().configure_from_args();
-    for name in ["tiny", "small", "gpt2-small"] {
-        let (cfg, batch) = config(name);
+    for ((label, cfg, batch), name) in
+        train::bench::train_step_configs()
+            .into_iter()
+            .zip(["tiny", "small", "gpt2-small"])
+    {
+        let _ = label;
         let model = GptModel::new(&cfg, &Context::new(123)).unwrap();
         let mut opt = AdamW::new(model.parameters(), 4e-4, 0.1);
         let mut rng = Rng::seed(1);

@@ -10,6 +10,39 @@ use tensor::kernels::gemm::{gemm, MatRef};
 use tensor::kernels::peak;
 use tensor::{AdamW, Optimizer, Rng};
 
+/// The three training-step configurations of the performance targets, as (label, config,
+/// batch size): tiny (vocab 256, context 128, width 128, 4 heads, 4 layers, batch 16), small
+/// (vocab 50,257, context 256, width 256, 4 heads, 4 layers, batch 8) and GPT-2 small at
+/// context 256, batch 2. Shared with `cargo bench --bench train_step`.
+pub fn train_step_configs() -> Vec<(&'static str, GptConfig, usize)> {
+    let base = GptConfig::gpt2_small();
+    let with = |vocab_size, context_length, emb_dim, n_heads, n_layers| GptConfig {
+        vocab_size,
+        context_length,
+        emb_dim,
+        n_heads,
+        n_layers,
+        ..base.clone()
+    };
+    vec![
+        (
+            "train step tiny (V256 T128 C128 L4, B16)",
+            with(256, 128, 128, 4, 4),
+            16,
+        ),
+        (
+            "train step small (V50257 T256 C256 L4, B8)",
+            with(50257, 256, 256, 4, 4),
+            8,
+        ),
+        (
+            "train step gpt2-small (T256, B2)",
+            with(50257, 256, 768, 12, 12),
+            2,
+        ),
+    ]
+}
+
 /// Best of `reps` timings of `f`, in seconds.
 fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
     (0..reps)
@@ -60,42 +93,7 @@ pub fn run_bench() {
     }
 
     let base = GptConfig::gpt2_small();
-    for (label, cfg, batch, reps) in [
-        (
-            "train step tiny (V256 T128 C128 L4, B16)",
-            GptConfig {
-                vocab_size: 256,
-                context_length: 128,
-                emb_dim: 128,
-                n_heads: 4,
-                n_layers: 4,
-                ..base.clone()
-            },
-            16,
-            5,
-        ),
-        (
-            "train step small (V50257 T256 C256 L4, B8)",
-            GptConfig {
-                context_length: 256,
-                emb_dim: 256,
-                n_heads: 4,
-                n_layers: 4,
-                ..base.clone()
-            },
-            8,
-            3,
-        ),
-        (
-            "train step gpt2-small (T256, B2)",
-            GptConfig {
-                context_length: 256,
-                ..base.clone()
-            },
-            2,
-            2,
-        ),
-    ] {
+    for ((label, cfg, batch), reps) in train_step_configs().into_iter().zip([5, 3, 2]) {
         let model = GptModel::new(&cfg, &Context::new(1)).expect("valid config");
         let mut opt = AdamW::new(model.parameters(), 4e-4, 0.1);
         let n = batch * cfg.context_length;

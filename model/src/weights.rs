@@ -227,23 +227,20 @@ fn config_from_json(v: &Value) -> Result<GptConfig, String> {
 
 // ------------------------------------------------------------------ GPT-2 names
 
-/// A tensor in GPT-2's layout, ready to write.
-struct Named {
-    name: String,
-    shape: Vec<usize>,
-    data: Vec<f32>,
+/// A tensor in GPT-2's layout, ready to write: its name, shape and little-endian f32 bytes.
+pub type NamedBytes = (String, Vec<usize>, Vec<u8>);
+
+/// The little-endian bytes of f32 values, as safetensors stores them.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn named(name: String, t: &Tensor) -> Named {
-    Named {
-        name,
-        shape: t.shape().to_vec(),
-        data: t.to_vec(),
-    }
+fn named(name: String, t: &Tensor) -> NamedBytes {
+    (name, t.shape().to_vec(), f32_bytes(&t.values()))
 }
 
 /// The model's parameters under GPT-2 names and layouts.
-fn gpt2_tensors(model: &GptModel) -> Vec<Named> {
+fn gpt2_tensors(model: &GptModel) -> Vec<NamedBytes> {
     let mut out = vec![
         named("wte.weight".into(), &model.tok_emb.weight),
         named("wpe.weight".into(), &model.pos_emb.weight),
@@ -319,32 +316,45 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
     result.map_err(io_err(path))
 }
 
+/// Writes tensors as a `.safetensors` file straight to disk (no second in-memory copy of the
+/// whole file), through a temporary file renamed into place, then flushed to disk.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[NamedBytes],
+    metadata: HashMap<String, String>,
+) -> Result<(), WeightsError> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ))
+        })
+        .collect::<Result<_, safetensors::SafeTensorError>>()
+        .map_err(|e| format_err(path, e.to_string()))?;
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| format_err(path, e.to_string()))?;
+    #[cfg(unix)]
+    {
+        // the temporary file is created private (0600); a weights file is ordinary data
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err(path))?;
+    }
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(path))
+}
+
 /// Saves `config.json` and `model.safetensors` into `dir` (created if needed), each written
 /// atomically.
 pub fn save_model(model: &GptModel, dir: &Path) -> Result<(), WeightsError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let weights_path = dir.join(WEIGHTS_FILE);
-    let tensors = gpt2_tensors(model);
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            Ok((
-                t.name.clone(),
-                TensorView::new(Dtype::F32, t.shape.clone(), b)?,
-            ))
-        })
-        .collect::<Result<_, safetensors::SafeTensorError>>()
-        .map_err(|e| format_err(&weights_path, e.to_string()))?;
     let mut metadata = HashMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
-    let file = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| format_err(&weights_path, e.to_string()))?;
-    write_atomically(&weights_path, &file)?;
+    write_safetensors(&weights_path, &gpt2_tensors(model), metadata)?;
     let config = serde_json::to_vec_pretty(&config_to_json(&model.cfg)).expect("config serialises");
     write_atomically(&dir.join(CONFIG_FILE), &config)
 }

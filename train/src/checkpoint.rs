@@ -20,9 +20,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use model::weights::{self, write_atomically, LoadOptions};
+use model::weights::{self, f32_bytes, write_atomically, write_safetensors, LoadOptions};
 use model::{Context, GptModel, Module};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use tensor::AdamW;
 
@@ -210,34 +210,21 @@ fn read_optimizer(path: &Path, model: &GptModel, opt: &mut AdamW) -> Result<(), 
     Ok(())
 }
 
-fn optimizer_bytes(model: &GptModel, opt: &AdamW) -> Result<Vec<u8>, TrainError> {
+fn write_optimizer(path: &Path, model: &GptModel, opt: &AdamW) -> Result<(), TrainError> {
     let names: Vec<String> = model
         .named_parameters()
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    let shapes: Vec<Vec<usize>> = opt.params.iter().map(|p| p.shape().to_vec()).collect();
-    let mut blobs = Vec::new();
+    let mut tensors = Vec::with_capacity(2 * names.len());
     for (i, name) in names.iter().enumerate() {
-        for (which, data) in [("m", &opt.m[i]), ("v", &opt.v[i])] {
-            blobs.push((
-                format!("{which}/{name}"),
-                shapes[i].clone(),
-                data.iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            ));
-        }
+        let shape = opt.params[i].shape().to_vec();
+        tensors.push((format!("m/{name}"), shape.clone(), f32_bytes(&opt.m[i])));
+        tensors.push((format!("v/{name}"), shape, f32_bytes(&opt.v[i])));
     }
-    let views: Vec<(String, TensorView)> = blobs
-        .iter()
-        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| TrainError(format!("optimizer state: {e}")))?;
     let mut meta = HashMap::new();
     meta.insert("t".to_string(), opt.t.to_string());
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| TrainError(format!("optimizer state: {e}")))
+    Ok(write_safetensors(path, &tensors, meta)?)
 }
 
 fn sync_dir(dir: &Path) {
@@ -272,7 +259,7 @@ pub fn save(
         for (file, bytes) in tokenizer.files() {
             write_atomically(&tmp.join(file), &bytes)?;
         }
-        write_atomically(&tmp.join(OPTIMIZER_FILE), &optimizer_bytes(model, opt)?)?;
+        write_optimizer(&tmp.join(OPTIMIZER_FILE), model, opt)?;
         let json =
             serde_json::to_vec(state).map_err(|e| TrainError(format!("trainer state: {e}")))?;
         write_atomically(&tmp.join(STATE_FILE), &json)?;

@@ -1,6 +1,8 @@
 //! The `scratchgpt` binary: the happy path (train → generate → eval), and every bad input a
 //! user can give ending in one clear `error:` line, a non-zero exit, and no half-written output.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -9,10 +11,7 @@ fn bin() -> Command {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scratchgpt-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("cli-{name}"))
 }
 
 fn run(args: &[&str]) -> Output {
@@ -34,31 +33,14 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-const SMALL: &[&str] = &[
-    "--tokenizer",
-    "bytes",
-    "--context-length",
-    "32",
-    "--emb-dim",
-    "32",
-    "--n-heads",
-    "2",
-    "--n-layers",
-    "1",
-    "--batch-size",
-    "4",
-    "--stride",
-    "32",
-    "--quiet",
-];
-
 #[test]
 fn train_generate_eval_happy_path() {
     let dir = tmp("happy");
     let out = dir.join("run");
     let out_s = out.to_str().unwrap();
     let mut args = vec!["train", "--out", out_s, "--max-steps", "3"];
-    args.extend_from_slice(SMALL);
+    args.extend_from_slice(common::SMALL_MODEL);
+    args.push("--quiet");
     let r = run(&args);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(out.join("latest").is_file());

@@ -2,6 +2,8 @@
 //! (often in the middle of a checkpoint write) leaves the last complete checkpoint loadable
 //! and resumable; Ctrl-C (SIGINT) stops cleanly after saving.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,28 +11,8 @@ use std::time::{Duration, Instant};
 use tensor::Rng;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scratchgpt-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("faults-{name}"))
 }
-
-const SMALL: &[&str] = &[
-    "--tokenizer",
-    "bytes",
-    "--context-length",
-    "32",
-    "--emb-dim",
-    "32",
-    "--n-heads",
-    "2",
-    "--n-layers",
-    "1",
-    "--batch-size",
-    "4",
-    "--stride",
-    "32",
-];
 
 fn start_training(out: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_scratchgpt"))
@@ -43,7 +25,7 @@ fn start_training(out: &Path, extra: &[&str]) -> Child {
             "--max-steps",
             "100000",
         ])
-        .args(SMALL)
+        .args(common::SMALL_MODEL)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,7 +13,11 @@
 //!
 //! [`gemm_naive`] is the three-loop reference the tests compare against.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
+
+use super::avx512_gemm;
 
 /// A read-only matrix operand: `data[offset + i·rs + j·cs]` is element (i, j).
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +36,14 @@ impl<'a> MatRef<'a> {
             offset,
             rs: cols,
             cs: 1,
+        }
+    }
+
+    /// The sub-matrix whose element (0, 0) is this one's (i, j).
+    pub fn at(self, i: usize, j: usize) -> Self {
+        MatRef {
+            offset: self.offset + i * self.rs + j * self.cs,
+            ..self
         }
     }
 
@@ -60,9 +72,19 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// Products with fewer multiply-adds than this run on one thread: below ~0.5 MFLOP the split
+/// Products with fewer multiply-adds than this run on one thread: below ~4 MFLOP the split
 /// costs more than it saves (measured with `cargo bench --bench matmul`).
-const PAR_MIN_MACS: usize = 1 << 18;
+const PAR_MIN_MACS: usize = 1 << 21;
+
+/// Which SGEMM runs: our AVX-512 kernel where the CPU has it, unless the environment variable
+/// `SCRATCHGPT_GEMM=matrixmultiply` asks for the portable one (to compare the two).
+fn use_avx512() -> bool {
+    static CHOICE: OnceLock<bool> = OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        avx512_gemm::available()
+            && std::env::var("SCRATCHGPT_GEMM").map_or(true, |v| v != "matrixmultiply")
+    })
+}
 
 /// A raw pointer that may cross to another thread. Safe to share here because every task
 /// writes a disjoint block of C (see the SAFETY comments below).
@@ -97,14 +119,23 @@ pub fn gemm(
         gemm_serial(m, k, n, alpha, a, b, beta, c);
         return;
     }
-    // Split the longer side of C into one block per thread.
-    let blocks = threads.min(if m >= n { m } else { n }.div_ceil(16));
-    let split = |len: usize, i: usize| (len * i / blocks)..(len * (i + 1) / blocks);
+    // One block of C per thread: split the longer side (bands of rows or of columns). Band
+    // edges fall on multiples of the micro-tile, so only the last band has a partial tile.
+    let by_rows = m >= n;
+    let (len, unit) = if by_rows {
+        (m, avx512_gemm::MR)
+    } else {
+        (n, avx512_gemm::NR)
+    };
+    let blocks = threads.min(len.div_ceil(unit));
+    let units = len.div_ceil(unit);
+    let split =
+        |i: usize| (units * i / blocks * unit).min(len)..(units * (i + 1) / blocks * unit).min(len);
     (0..blocks).into_par_iter().for_each(|i| {
-        let (rows, cols) = if m >= n {
-            (split(m, i), 0..n)
+        let (rows, cols) = if by_rows {
+            (split(i), 0..n)
         } else {
-            (0..m, split(n, i))
+            (0..m, split(i))
         };
         // SAFETY: blocks partition C's rows (or columns), so tasks write disjoint elements;
         // `c` stays mutably borrowed until all tasks finish; reads are bounds-checked above.
@@ -138,10 +169,50 @@ pub fn gemm_serial(
     beta: f32,
     c: &mut [f32],
 ) {
-    check_operands(m, k, n, a, b, c);
-    // SAFETY: bounds of A and B were checked above, C holds m·n values, and `c` is borrowed
-    // mutably for the duration of the call.
-    unsafe { sgemm_block(0..m, 0..n, k, alpha, a, b, beta, SendPtr(c.as_mut_ptr()), n) };
+    gemm_serial_strided(m, k, n, alpha, a, b, beta, c, n);
+}
+
+/// [`gemm_serial`] into an m×n block of a wider row-major matrix: row i of C starts at
+/// `c[i·ldc]` (`ldc >= n`). The fused attention writes the visible part of each score row
+/// this way.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    a.check(m, k, "A");
+    b.check(k, n, "B");
+    assert!(
+        ldc >= n && (m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n),
+        "gemm: C has {} values, needs {m}×{n} with row stride {ldc}",
+        c.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: bounds of A, B and C were checked above, and `c` is borrowed mutably for the
+    // duration of the call.
+    unsafe {
+        sgemm_block(
+            0..m,
+            0..n,
+            k,
+            alpha,
+            a,
+            b,
+            beta,
+            SendPtr(c.as_mut_ptr()),
+            ldc,
+        )
+    };
 }
 
 /// One `sgemm` call on the block `rows × cols` of C.
@@ -173,6 +244,27 @@ unsafe fn sgemm_block(
                 *p = if beta == 0.0 { 0.0 } else { beta * *p };
             }
         }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if use_avx512() {
+        let op = |x: MatRef, r0: usize, c0: usize| avx512_gemm::Operand {
+            ptr: x.data.as_ptr().add(x.offset + r0 * x.rs + c0 * x.cs),
+            rs: x.rs,
+            cs: x.cs,
+        };
+        let cb = c.0.add(rows.start * ldc + cols.start);
+        avx512_gemm::gemm(
+            mb,
+            k,
+            nb,
+            alpha,
+            op(a, rows.start, 0),
+            op(b, 0, cols.start),
+            beta,
+            cb,
+            ldc,
+        );
         return;
     }
     matrixmultiply::sgemm(

@@ -18,8 +18,11 @@
 //! dQ += dS·K / √HS,   dK += dSᵀ·Q / √HS
 //! ```
 //! Every product is an SGEMM on strided views (q, k, v may be transposed views of a `[B, T,
-//! NH, HS]` projection: no copies). Batch entries run in parallel. Saved for backward: P and
-//! the dropout mask.
+//! NH, HS]` projection: no copies). Queries go in blocks of 64 rows, and each block multiplies
+//! only against the keys its last row may see, so about half of the masked triangle is never
+//! computed; within a block the scores, softmax and weighted sum run back to back while the
+//! block's rows are in cache. Batch entries run in parallel. Saved for backward: P and the
+//! dropout mask.
 //!
 //! The composed twin, built from `matmul`, `masked_fill`, `softmax`, `dropout`, is
 //! `MultiHeadAttention::forward_composed` in the model crate; tests check both agree.
@@ -29,7 +32,7 @@ use rayon::prelude::*;
 
 use super::matmul::{batch_offsets, mat};
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::gemm::{gemm_serial, MatRef};
+use crate::kernels::gemm::{gemm_serial, gemm_serial_strided, MatRef};
 use crate::kernels::math;
 use crate::kernels::parallel::serial_sum;
 use crate::rng::Rng;
@@ -50,10 +53,23 @@ impl Dims {
     }
 }
 
-/// Row-wise masked softmax of the scores in place: row i keeps its first `visible(i)` entries.
-fn causal_softmax(p: &mut [f32], d: Dims) {
-    for (i, row) in p.chunks_exact_mut(d.tk).enumerate() {
-        let n = d.visible(i);
+/// Queries are processed in blocks of this many rows: block [i0, i1) only multiplies against
+/// the keys its last row can see, so the masked upper triangle is (mostly) never computed.
+const QUERY_BLOCK: usize = 64;
+
+/// The query blocks of one batch entry, each with the number of keys its rows may see.
+fn query_blocks(d: Dims) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> {
+    (0..d.tq).step_by(QUERY_BLOCK).map(move |i0| {
+        let i1 = (i0 + QUERY_BLOCK).min(d.tq);
+        (i0..i1, d.visible(i1 - 1))
+    })
+}
+
+/// Row-wise masked softmax in place of the score rows `first_row..` of one batch entry: row i
+/// keeps its first `visible(i)` entries, the rest become 0.
+fn causal_softmax(rows: &mut [f32], first_row: usize, d: Dims) {
+    for (r, row) in rows.chunks_exact_mut(d.tk).enumerate() {
+        let n = d.visible(first_row + r);
         let (seen, future) = row.split_at_mut(n);
         let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         for s in seen.iter_mut() {
@@ -66,7 +82,22 @@ fn causal_softmax(p: &mut [f32], d: Dims) {
     }
 }
 
-/// One batch entry's forward: fills `p` (Tq×Tk) and `out` (Tq×HS).
+/// The dropped-out weights `P ⊙ M` of a block of rows, for the first `keys` columns (the only
+/// ones the products read).
+fn apply_mask(out: &mut [f32], p: &[f32], mask: &[f32], keys: usize, tk: usize) {
+    for ((o, p), m) in out
+        .chunks_exact_mut(tk)
+        .zip(p.chunks_exact(tk))
+        .zip(mask.chunks_exact(tk))
+    {
+        for j in 0..keys {
+            o[j] = p[j] * m[j];
+        }
+    }
+}
+
+/// One batch entry's forward: fills `p` (Tq×Tk) and `out` (Tq×HS). Each query block runs
+/// scores → softmax → weighted sum while its rows of P are still in cache.
 fn attention_forward(
     out: &mut [f32],
     p: &mut [f32],
@@ -76,36 +107,38 @@ fn attention_forward(
     mask: Option<&[f32]>,
     d: Dims,
 ) {
-    gemm_serial(d.tq, d.hs, d.tk, d.scale, q, k.t(), 0.0, p);
-    causal_softmax(p, d);
-    match mask {
-        Some(m) => {
-            let pd: Vec<f32> = p.iter().zip(m).map(|(a, b)| a * b).collect();
-            gemm_serial(
-                d.tq,
-                d.tk,
-                d.hs,
-                1.0,
-                MatRef::row_major(&pd, 0, d.tk),
-                v,
-                0.0,
-                out,
-            );
-        }
-        None => gemm_serial(
-            d.tq,
-            d.tk,
-            d.hs,
+    let (tk, hs) = (d.tk, d.hs);
+    let mut dropped = vec![0.0; if mask.is_some() { QUERY_BLOCK * tk } else { 0 }];
+    for (rows, keys) in query_blocks(d) {
+        let (i0, m) = (rows.start, rows.len());
+        let s = &mut p[i0 * tk..rows.end * tk];
+        // S = Q·Kᵀ/√HS over the visible keys only, then P = softmax(S)
+        gemm_serial_strided(m, hs, keys, d.scale, q.at(i0, 0), k.t(), 0.0, s, tk);
+        causal_softmax(s, i0, d);
+        // O = (P ⊙ M)·V; weights past the block's visible keys are zero and skipped
+        let w: &[f32] = match mask {
+            Some(mk) => {
+                apply_mask(&mut dropped, s, &mk[i0 * tk..rows.end * tk], keys, tk);
+                &dropped
+            }
+            None => s,
+        };
+        let w = MatRef::row_major(w, 0, tk);
+        gemm_serial(
+            m,
+            keys,
+            hs,
             1.0,
-            MatRef::row_major(p, 0, d.tk),
+            w,
             v,
             0.0,
-            out,
-        ),
+            &mut out[i0 * hs..rows.end * hs],
+        );
     }
 }
 
-/// One batch entry's backward; accumulates into dq (Tq×HS), dk, dv (Tk×HS).
+/// One batch entry's backward; accumulates into dq (Tq×HS), dk, dv (Tk×HS), one query block
+/// at a time (its rows reach only the keys they can see).
 #[allow(clippy::too_many_arguments)]
 fn attention_backward(
     dq: &mut [f32],
@@ -117,39 +150,66 @@ fn attention_backward(
     (q, k, v): (MatRef, MatRef, MatRef),
     d: Dims,
 ) {
-    let (tq, tk, hs) = (d.tq, d.tk, d.hs);
+    let (tk, hs) = (d.tk, d.hs);
     let d_o = MatRef::row_major(dout, 0, hs);
-    let pd: Vec<f32> = match mask {
-        Some(m) => p.iter().zip(m).map(|(a, b)| a * b).collect(),
-        None => p.to_vec(),
-    };
-    // dV += Pdᵀ·dO
-    gemm_serial(
-        tk,
-        tq,
-        hs,
-        1.0,
-        MatRef::row_major(&pd, 0, tk).t(),
-        d_o,
-        1.0,
-        dv,
-    );
-    // dP = (dO·Vᵀ) ⊙ M, reusing pd's buffer
-    let mut ds = pd;
-    gemm_serial(tq, hs, tk, 1.0, d_o, v.t(), 0.0, &mut ds);
-    if let Some(m) = mask {
-        ds.iter_mut().zip(m).for_each(|(a, b)| *a *= b);
+    let mut dropped = vec![0.0; if mask.is_some() { QUERY_BLOCK * tk } else { 0 }];
+    let mut ds = vec![0.0; QUERY_BLOCK * tk];
+    for (rows, keys) in query_blocks(d) {
+        let (i0, m) = (rows.start, rows.len());
+        let p = &p[i0 * tk..rows.end * tk];
+        let mask = mask.map(|mk| &mk[i0 * tk..rows.end * tk]);
+        let d_o = d_o.at(i0, 0);
+        // dV += (P ⊙ M)ᵀ·dO
+        let w: &[f32] = match mask {
+            Some(mk) => {
+                apply_mask(&mut dropped, p, mk, keys, tk);
+                &dropped
+            }
+            None => p,
+        };
+        let w = MatRef::row_major(w, 0, tk);
+        gemm_serial(keys, m, hs, 1.0, w.t(), d_o, 1.0, &mut dv[..keys * hs]);
+        // dP = (dO·Vᵀ) ⊙ M
+        let ds = &mut ds[..m * tk];
+        gemm_serial_strided(m, hs, keys, 1.0, d_o, v.t(), 0.0, ds, tk);
+        // dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the visible keys, 0 up to the block's last key
+        for (r, (drow, prow)) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)).enumerate() {
+            let n = d.visible(i0 + r);
+            let (drow, rest) = drow[..keys].split_at_mut(n);
+            if let Some(mk) = mask {
+                drow.iter_mut()
+                    .zip(&mk[r * tk..])
+                    .for_each(|(a, b)| *a *= b);
+            }
+            let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
+            drow.iter_mut()
+                .zip(prow)
+                .for_each(|(a, b)| *a = b * (*a - dot));
+            rest.fill(0.0);
+        }
+        // dQ += dS·K/√HS,  dK += dSᵀ·Q/√HS
+        let s = MatRef::row_major(ds, 0, tk);
+        gemm_serial(
+            m,
+            keys,
+            hs,
+            d.scale,
+            s,
+            k,
+            1.0,
+            &mut dq[i0 * hs..rows.end * hs],
+        );
+        gemm_serial(
+            keys,
+            m,
+            hs,
+            d.scale,
+            s.t(),
+            q.at(i0, 0),
+            1.0,
+            &mut dk[..keys * hs],
+        );
     }
-    // dS = P ⊙ (dP − rowsum(dP ⊙ P))
-    for (drow, prow) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
-        let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
-        drow.iter_mut()
-            .zip(prow)
-            .for_each(|(a, b)| *a = b * (*a - dot));
-    }
-    let ds = MatRef::row_major(&ds, 0, tk);
-    gemm_serial(tq, tk, hs, d.scale, ds, k, 1.0, dq);
-    gemm_serial(tk, tq, hs, d.scale, ds.t(), q, 1.0, dk);
 }
 
 struct AttentionNode {
@@ -292,7 +352,15 @@ mod tests {
     #[test]
     fn fused_equals_composed_forward_and_backward() {
         let mut rng = Rng::seed(18);
-        for (tq, tk, train) in [(5, 5, false), (5, 5, true), (1, 4, false), (3, 6, true)] {
+        // the long cases span several query blocks, with and without a KV-cache offset
+        for (tq, tk, train) in [
+            (5, 5, false),
+            (5, 5, true),
+            (1, 4, false),
+            (3, 6, true),
+            (150, 150, true),
+            (70, 200, false),
+        ] {
             let q = Tensor::randn(&[2, 3, tq, 4], &mut rng).requires_grad();
             let k = Tensor::randn(&[2, 3, tk, 4], &mut rng).requires_grad();
             let v = Tensor::randn(&[2, 3, tk, 4], &mut rng).requires_grad();

@@ -3,6 +3,8 @@
 //! FLOPs of the four attention matmuls (forward QKᵀ and PV, backward ×2), so `elem/s` reads as
 //! FLOP/s at SGEMM-equivalent work.
 //!
+//! Runs with the allocator setting of the `scratchgpt` binary (`common::tune_allocator`).
+//!
 //! `cargo bench --bench attention`
 
 use std::time::Duration;
@@ -28,6 +30,7 @@ fn composed(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
 }
 
 fn main() {
+    common::tune_allocator();
     let mut c = Criterion::default().configure_from_args();
     let (b, nh, hs) = (2, 12, 64);
     for t in [256, 1024] {

@@ -5,3 +5,4 @@ pub mod gemm;
 pub mod math;
 pub mod parallel;
 pub mod peak;
+pub mod simd;

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::simd::wide;
+
 /// Below this many elements a loop runs serially. Measured with `cargo bench --bench layers`.
 pub const PAR_THRESHOLD: usize = 32 * 1024;
 
@@ -18,11 +20,11 @@ const CHUNK: usize = 16 * 1024;
 /// piece's first element. Parallel above the threshold.
 pub fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PAR_THRESHOLD {
-        f(0, out);
+        wide(|| f(0, out));
     } else {
         out.par_chunks_mut(CHUNK)
             .enumerate()
-            .for_each(|(i, piece)| f(i * CHUNK, piece));
+            .for_each(|(i, piece)| wide(|| f(i * CHUNK, piece)));
     }
 }
 
@@ -46,17 +48,21 @@ pub fn for_each_row_with_cost(
     }
     let rows = out.len() / row_len;
     if rows * cost.max(1) < PAR_THRESHOLD || rows < 2 {
-        for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
-            f(i, row);
-        }
+        wide(|| {
+            for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
+                f(i, row);
+            }
+        });
     } else {
         let rows_per_task = CHUNK.div_ceil(cost.max(1)).max(1);
         out.par_chunks_mut(rows_per_task * row_len)
             .enumerate()
             .for_each(|(task, rows)| {
-                for (j, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                    f(task * rows_per_task + j, row);
-                }
+                wide(|| {
+                    for (j, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                        f(task * rows_per_task + j, row);
+                    }
+                })
             });
     }
 }
@@ -75,26 +81,30 @@ pub fn for_each_row_pair(
         return;
     }
     if a.len() < PAR_THRESHOLD {
-        for (r, (ra, rb)) in a
-            .chunks_exact_mut(a_len)
-            .zip(b.chunks_exact_mut(b_len.max(1)))
-            .enumerate()
-        {
-            f(r, ra, rb);
-        }
+        wide(|| {
+            for (r, (ra, rb)) in a
+                .chunks_exact_mut(a_len)
+                .zip(b.chunks_exact_mut(b_len.max(1)))
+                .enumerate()
+            {
+                f(r, ra, rb);
+            }
+        });
     } else {
         let rows_per_task = CHUNK.div_ceil(a_len).max(1);
         a.par_chunks_mut(rows_per_task * a_len)
             .zip(b.par_chunks_mut(rows_per_task * b_len.max(1)))
             .enumerate()
             .for_each(|(task, (ra, rb))| {
-                for (j, (x, y)) in ra
-                    .chunks_exact_mut(a_len)
-                    .zip(rb.chunks_exact_mut(b_len.max(1)))
-                    .enumerate()
-                {
-                    f(task * rows_per_task + j, x, y);
-                }
+                wide(|| {
+                    for (j, (x, y)) in ra
+                        .chunks_exact_mut(a_len)
+                        .zip(rb.chunks_exact_mut(b_len.max(1)))
+                        .enumerate()
+                    {
+                        f(task * rows_per_task + j, x, y);
+                    }
+                })
             });
     }
 }
@@ -116,10 +126,12 @@ pub fn accumulate_over_rows(
     let blocks = n_rows.div_ceil(ROW_BLOCK);
     let run = |b: usize| {
         let mut partial = vec![0.0; dst.len()];
-        f(
-            b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n_rows),
-            &mut partial,
-        );
+        wide(|| {
+            f(
+                b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n_rows),
+                &mut partial,
+            )
+        });
         partial
     };
     let partials: Vec<Vec<f32>> = if n_rows * cost_per_row < PAR_THRESHOLD {
@@ -159,9 +171,37 @@ pub fn serial_sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Σ xᵢ·yᵢ on the calling thread, with sixteen running sums in a fixed order (vectorises;
+/// a plain `zip().map().sum()` is one long chain of dependent adds).
+#[inline(always)]
+pub fn serial_dot(xs: &[f32], ys: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (mut cx, mut cy) = (xs.chunks_exact(16), ys.chunks_exact(16));
+    for (a, b) in (&mut cx).zip(&mut cy) {
+        for k in 0..16 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    let tail: f32 = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serial_dot_matches_f64() {
+        let xs: Vec<f32> = (0..1003).map(|i| (i as f32 * 0.37).sin()).collect();
+        let ys: Vec<f32> = (0..1003).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want: f64 = xs.iter().zip(&ys).map(|(&a, &b)| a as f64 * b as f64).sum();
+        assert!((serial_dot(&xs, &ys) as f64 - want).abs() < 1e-4);
+    }
 
     #[test]
     fn sum_is_identical_across_thread_counts() {

@@ -26,6 +26,8 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::simd::has_avx512;
+
 /// Rows of C per micro-tile (values of A broadcast per step of k).
 pub const MR: usize = 12;
 /// Columns of C per micro-tile (two 16-float vectors of B per step of k).
@@ -35,18 +37,6 @@ const KC: usize = 256;
 /// Columns per packed B block: KC·NC·4 = 1 MB, which stays in the 2 MB L2.
 const NC: usize = 1024;
 const PREFETCH_B: usize = 8 * NR;
-
-/// True when this CPU can run the AVX-512 kernel (detected once, then cached by std).
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// A strided read-only operand: element (i, j) is at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy)]
@@ -69,7 +59,7 @@ thread_local! {
 /// stride `ldc`, on the calling thread. With `beta == 0` C is only written, never read.
 ///
 /// # Safety
-/// [`available`] must be true; A and B must be readable for every (i, j) of their shapes;
+/// [`has_avx512`] must be true; A and B must be readable for every (i, j) of their shapes;
 /// `c` must be valid for writes of the m×n block and not be accessed by anyone else meanwhile;
 /// `k > 0`.
 #[cfg(target_arch = "x86_64")]
@@ -85,7 +75,7 @@ pub unsafe fn gemm(
     c: *mut f32,
     ldc: usize,
 ) {
-    debug_assert!(k > 0 && available());
+    debug_assert!(k > 0 && has_avx512());
     PACKED_B.with(|cell| {
         let mut buf = cell.borrow_mut();
         let need = KC * NC.min(n.next_multiple_of(NR)) + 16;
@@ -381,7 +371,7 @@ mod tests {
     /// beta 0 and 1, against the f64 triple loop.
     #[test]
     fn matches_naive_on_edges_and_strides() {
-        if !available() {
+        if !has_avx512() {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
@@ -453,7 +443,7 @@ mod tests {
 
     #[test]
     fn transpose_16x16_transposes() {
-        if !available() {
+        if !has_avx512() {
             return;
         }
         let m: Vec<f32> = (0..256).map(|x| x as f32).collect();
@@ -477,7 +467,7 @@ mod tests {
     /// beta = 0 must not read C: NaNs there do not leak into the result.
     #[test]
     fn beta_zero_ignores_old_c() {
-        if !available() {
+        if !has_avx512() {
             return;
         }
         let (m, k, n) = (13, 5, 40);

@@ -83,7 +83,7 @@ const PAR_MIN_MACS: usize = 1 << 21;
 fn use_avx512() -> bool {
     static CHOICE: OnceLock<bool> = OnceLock::new();
     *CHOICE.get_or_init(|| {
-        avx512_gemm::available()
+        super::simd::has_avx512()
             && std::env::var("SCRATCHGPT_GEMM").map_or(true, |v| v != "matrixmultiply")
     })
 }
@@ -110,7 +110,7 @@ pub fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    check_operands(m, k, n, a, b, c);
+    check_operands(m, k, n, a, b, c, n);
     if m == 0 || n == 0 {
         return;
     }
@@ -145,14 +145,15 @@ pub fn gemm(
     });
 }
 
-/// Panics (naming the operand) unless A is m×k, B is k×n and C holds m×n values in bounds.
+/// Panics (naming the operand) unless A is m×k, B is k×n and C holds an m×n block with row
+/// stride `ldc` in bounds.
 #[track_caller]
-fn check_operands(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: &[f32]) {
+fn check_operands(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: &[f32], ldc: usize) {
     a.check(m, k, "A");
     b.check(k, n, "B");
     assert!(
-        c.len() >= m * n,
-        "gemm: C has {} values, needs {m}×{n}",
+        ldc >= n && (m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n),
+        "gemm: C has {} values, needs {m}×{n} with row stride {ldc}",
         c.len()
     );
 }
@@ -190,13 +191,7 @@ pub fn gemm_serial_strided(
     c: &mut [f32],
     ldc: usize,
 ) {
-    a.check(m, k, "A");
-    b.check(k, n, "B");
-    assert!(
-        ldc >= n && (m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n),
-        "gemm: C has {} values, needs {m}×{n} with row stride {ldc}",
-        c.len()
-    );
+    check_operands(m, k, n, a, b, c, ldc);
     if m == 0 || n == 0 {
         return;
     }

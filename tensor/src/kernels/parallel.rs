@@ -20,11 +20,19 @@ const CHUNK: usize = 16 * 1024;
 /// piece's first element. Parallel above the threshold.
 pub fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PAR_THRESHOLD {
-        wide(|| f(0, out));
+        wide(
+            #[inline(always)]
+            || f(0, out),
+        );
     } else {
         out.par_chunks_mut(CHUNK)
             .enumerate()
-            .for_each(|(i, piece)| wide(|| f(i * CHUNK, piece)));
+            .for_each(|(i, piece)| {
+                wide(
+                    #[inline(always)]
+                    || f(i * CHUNK, piece),
+                )
+            });
     }
 }
 
@@ -48,21 +56,27 @@ pub fn for_each_row_with_cost(
     }
     let rows = out.len() / row_len;
     if rows * cost.max(1) < PAR_THRESHOLD || rows < 2 {
-        wide(|| {
-            for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
-                f(i, row);
-            }
-        });
+        wide(
+            #[inline(always)]
+            || {
+                for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
+                    f(i, row);
+                }
+            },
+        );
     } else {
         let rows_per_task = CHUNK.div_ceil(cost.max(1)).max(1);
         out.par_chunks_mut(rows_per_task * row_len)
             .enumerate()
             .for_each(|(task, rows)| {
-                wide(|| {
-                    for (j, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                        f(task * rows_per_task + j, row);
-                    }
-                })
+                wide(
+                    #[inline(always)]
+                    || {
+                        for (j, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                            f(task * rows_per_task + j, row);
+                        }
+                    },
+                )
             });
     }
 }
@@ -81,30 +95,36 @@ pub fn for_each_row_pair(
         return;
     }
     if a.len() < PAR_THRESHOLD {
-        wide(|| {
-            for (r, (ra, rb)) in a
-                .chunks_exact_mut(a_len)
-                .zip(b.chunks_exact_mut(b_len.max(1)))
-                .enumerate()
-            {
-                f(r, ra, rb);
-            }
-        });
+        wide(
+            #[inline(always)]
+            || {
+                for (r, (ra, rb)) in a
+                    .chunks_exact_mut(a_len)
+                    .zip(b.chunks_exact_mut(b_len.max(1)))
+                    .enumerate()
+                {
+                    f(r, ra, rb);
+                }
+            },
+        );
     } else {
         let rows_per_task = CHUNK.div_ceil(a_len).max(1);
         a.par_chunks_mut(rows_per_task * a_len)
             .zip(b.par_chunks_mut(rows_per_task * b_len.max(1)))
             .enumerate()
             .for_each(|(task, (ra, rb))| {
-                wide(|| {
-                    for (j, (x, y)) in ra
-                        .chunks_exact_mut(a_len)
-                        .zip(rb.chunks_exact_mut(b_len.max(1)))
-                        .enumerate()
-                    {
-                        f(task * rows_per_task + j, x, y);
-                    }
-                })
+                wide(
+                    #[inline(always)]
+                    || {
+                        for (j, (x, y)) in ra
+                            .chunks_exact_mut(a_len)
+                            .zip(rb.chunks_exact_mut(b_len.max(1)))
+                            .enumerate()
+                        {
+                            f(task * rows_per_task + j, x, y);
+                        }
+                    },
+                )
             });
     }
 }
@@ -126,12 +146,15 @@ pub fn accumulate_over_rows(
     let blocks = n_rows.div_ceil(ROW_BLOCK);
     let run = |b: usize| {
         let mut partial = vec![0.0; dst.len()];
-        wide(|| {
-            f(
-                b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n_rows),
-                &mut partial,
-            )
-        });
+        wide(
+            #[inline(always)]
+            || {
+                f(
+                    b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n_rows),
+                    &mut partial,
+                )
+            },
+        );
         partial
     };
     let partials: Vec<Vec<f32>> = if n_rows * cost_per_row < PAR_THRESHOLD {

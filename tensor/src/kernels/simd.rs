@@ -20,7 +20,9 @@ pub fn has_avx512() -> bool {
     }
 }
 
-/// Runs `f`, compiled for AVX-512 when this CPU has it (see the module docs).
+/// Runs `f`, compiled for AVX-512 when this CPU has it (see the module docs). The compiler
+/// only does so for code it inlines into the copy: mark the closure `#[inline(always)]`, and
+/// the functions it calls too where they are large.
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

@@ -35,7 +35,7 @@ use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm_serial, gemm_serial_strided, MatRef};
 use crate::kernels::math;
 use crate::kernels::parallel::{serial_dot, serial_sum};
-use crate::kernels::simd::has_avx512;
+use crate::kernels::simd::wide;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -68,7 +68,7 @@ fn query_blocks(d: Dims) -> impl Iterator<Item = (std::ops::Range<usize>, usize)
 
 /// Row-wise masked softmax in place of the score rows `first_row..` of one batch entry: row i
 /// keeps its first `visible(i)` entries, the rest become 0.
-#[inline(always)] // compiled into the AVX-512 copies below
+#[inline(always)] // so `wide` compiles it into its AVX-512 copy
 fn causal_softmax(rows: &mut [f32], first_row: usize, d: Dims) {
     for (r, row) in rows.chunks_exact_mut(d.tk).enumerate() {
         let n = d.visible(first_row + r);
@@ -86,7 +86,7 @@ fn causal_softmax(rows: &mut [f32], first_row: usize, d: Dims) {
 
 /// The dropped-out weights `P ⊙ M` of a block of rows, for the first `keys` columns (the only
 /// ones the products read).
-#[inline(always)] // compiled into the AVX-512 copies below
+#[inline(always)] // so `wide` compiles it into its AVX-512 copy
 fn apply_mask(out: &mut [f32], p: &[f32], mask: &[f32], keys: usize, tk: usize) {
     for ((o, p), m) in out
         .chunks_exact_mut(tk)
@@ -101,7 +101,7 @@ fn apply_mask(out: &mut [f32], p: &[f32], mask: &[f32], keys: usize, tk: usize) 
 
 /// One batch entry's forward: fills `p` (Tq×Tk) and `out` (Tq×HS). Each query block runs
 /// scores → softmax → weighted sum while its rows of P are still in cache.
-#[inline(always)] // compiled into the AVX-512 copies below
+#[inline(always)] // so `wide` compiles it into its AVX-512 copy
 fn attention_forward(
     out: &mut [f32],
     p: &mut [f32],
@@ -144,7 +144,7 @@ fn attention_forward(
 /// One batch entry's backward; accumulates into dq (Tq×HS), dk, dv (Tk×HS), one query block
 /// at a time (its rows reach only the keys they can see).
 #[allow(clippy::too_many_arguments)]
-#[inline(always)] // compiled into the AVX-512 copies below
+#[inline(always)] // so `wide` compiles it into its AVX-512 copy
 fn attention_backward(
     dq: &mut [f32],
     dk: &mut [f32],
@@ -217,69 +217,6 @@ fn attention_backward(
     }
 }
 
-/// [`attention_forward`] compiled for AVX-512 when the CPU has it (16-lane exp in the
-/// softmax), else for the baseline; same arithmetic, same bits (see `kernels::simd`).
-fn attention_forward_dispatch(
-    out: &mut [f32],
-    p: &mut [f32],
-    q: MatRef,
-    k: MatRef,
-    v: MatRef,
-    mask: Option<&[f32]>,
-    d: Dims,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        #[target_feature(enable = "avx512f")]
-        fn wide(
-            out: &mut [f32],
-            p: &mut [f32],
-            (q, k, v): (MatRef, MatRef, MatRef),
-            mask: Option<&[f32]>,
-            d: Dims,
-        ) {
-            attention_forward(out, p, q, k, v, mask, d)
-        }
-        // SAFETY: AVX-512F is available (checked just above).
-        return unsafe { wide(out, p, (q, k, v), mask, d) };
-    }
-    attention_forward(out, p, q, k, v, mask, d)
-}
-
-/// [`attention_backward`] compiled for AVX-512 when the CPU has it, like the forward.
-#[allow(clippy::too_many_arguments)]
-fn attention_backward_dispatch(
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
-    dout: &[f32],
-    p: &[f32],
-    mask: Option<&[f32]>,
-    qkv: (MatRef, MatRef, MatRef),
-    d: Dims,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        #[target_feature(enable = "avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        fn wide(
-            dq: &mut [f32],
-            dk: &mut [f32],
-            dv: &mut [f32],
-            dout: &[f32],
-            p: &[f32],
-            mask: Option<&[f32]>,
-            qkv: (MatRef, MatRef, MatRef),
-            d: Dims,
-        ) {
-            attention_backward(dq, dk, dv, dout, p, mask, qkv, d)
-        }
-        // SAFETY: AVX-512F is available (checked just above).
-        return unsafe { wide(dq, dk, dv, dout, p, mask, qkv, d) };
-    }
-    attention_backward(dq, dk, dv, dout, p, mask, qkv, d)
-}
-
 struct AttentionNode {
     p: Vec<f32>,
     mask: Option<Vec<f32>>,
@@ -313,7 +250,11 @@ impl Backward for AttentionNode {
                 let mask = self.mask.as_ref().map(|m| &m[i * tt..(i + 1) * tt]);
                 let p = &self.p[i * tt..(i + 1) * tt];
                 let dout = &dout[i * qs..(i + 1) * qs];
-                attention_backward_dispatch(dqi, dki, dvi, dout, p, mask, mats, d);
+                // compiled for AVX-512 where the CPU has it (16-lane exp and dot; same bits)
+                wide(
+                    #[inline(always)]
+                    || attention_backward(dqi, dki, dvi, dout, p, mask, mats, d),
+                );
             });
         for (t, buf) in [(q, dq), (k, dk), (v, dv)] {
             if t.is_requires_grad() {
@@ -381,7 +322,11 @@ impl Tensor {
             .for_each(|(i, (o, pi))| {
                 let m = mask.as_ref().map(|m| &m[i * tq * tk..(i + 1) * tq * tk]);
                 let (qi, ki, vi) = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
-                attention_forward_dispatch(o, pi, qi, ki, vi, m, dims);
+                // compiled for AVX-512 where the CPU has it (16-lane exp in the softmax; same bits)
+                wide(
+                    #[inline(always)]
+                    || attention_forward(o, pi, qi, ki, vi, m, dims),
+                );
             });
         Tensor::from_op(out, q.shape(), &[q, k, v], || AttentionNode {
             p,

@@ -227,20 +227,91 @@ fn config_from_json(v: &Value) -> Result<GptConfig, String> {
 
 // ------------------------------------------------------------------ GPT-2 names
 
-/// A tensor in GPT-2's layout, ready to write: its name, shape and little-endian f32 bytes.
-pub type NamedBytes = (String, Vec<usize>, Vec<u8>);
+/// Where the values of a tensor to write come from. Nothing is copied until the file writer
+/// asks for that tensor, so a save holds one tensor's bytes at a time, not a second copy of
+/// the whole model (or of the optimizer's moments).
+pub enum F32Source<'a> {
+    /// A tensor or a view of one (a transpose is made contiguous when written).
+    Tensor(Tensor),
+    /// Tensors joined along a dimension (GPT-2's fused `c_attn`).
+    Concat(Vec<Tensor>, isize),
+    /// `n` zeros (the `c_attn` bias of a model without QKV bias).
+    Zeros(usize),
+    /// A borrowed buffer (the optimizer's moments).
+    Slice(&'a [f32]),
+}
+
+/// A tensor to write to a `.safetensors` file: its name, shape and where its f32 values
+/// come from.
+pub struct TensorToWrite<'a> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub source: F32Source<'a>,
+}
+
+impl<'a> TensorToWrite<'a> {
+    /// A tensor (or view) written under `name` with its own shape.
+    pub fn tensor(name: impl Into<String>, t: &Tensor) -> Self {
+        TensorToWrite {
+            name: name.into(),
+            shape: t.shape().to_vec(),
+            source: F32Source::Tensor(t.clone()),
+        }
+    }
+
+    /// A borrowed buffer written under `name` with `shape`.
+    pub fn slice(name: impl Into<String>, shape: &[usize], values: &'a [f32]) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "TensorToWrite::slice: shape {shape:?} does not hold {} values",
+            values.len()
+        );
+        TensorToWrite {
+            name: name.into(),
+            shape: shape.to_vec(),
+            source: F32Source::Slice(values),
+        }
+    }
+
+    fn byte_len(&self) -> usize {
+        4 * self.shape.iter().product::<usize>()
+    }
+}
+
+impl safetensors::View for &TensorToWrite<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let bytes = match &self.source {
+            F32Source::Tensor(t) => f32_bytes(&t.values()),
+            F32Source::Concat(parts, dim) => {
+                let parts: Vec<&Tensor> = parts.iter().collect();
+                f32_bytes(&Tensor::concat(&parts, *dim).values())
+            }
+            F32Source::Zeros(n) => vec![0; 4 * n],
+            F32Source::Slice(v) => f32_bytes(v),
+        };
+        debug_assert_eq!(bytes.len(), self.byte_len());
+        bytes.into()
+    }
+    fn data_len(&self) -> usize {
+        self.byte_len()
+    }
+}
 
 /// The little-endian bytes of f32 values, as safetensors stores them.
 pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn named(name: String, t: &Tensor) -> NamedBytes {
-    (name, t.shape().to_vec(), f32_bytes(&t.values()))
-}
-
-/// The model's parameters under GPT-2 names and layouts.
-fn gpt2_tensors(model: &GptModel) -> Vec<NamedBytes> {
+/// The model's parameters under GPT-2 names and layouts (values are read only when written).
+fn gpt2_tensors(model: &GptModel) -> Vec<TensorToWrite<'static>> {
+    let named = |name: String, t: &Tensor| TensorToWrite::tensor(name, t);
     let mut out = vec![
         named("wte.weight".into(), &model.tok_emb.weight),
         named("wpe.weight".into(), &model.pos_emb.weight),
@@ -249,22 +320,32 @@ fn gpt2_tensors(model: &GptModel) -> Vec<NamedBytes> {
     for (i, b) in model.trf_blocks.iter().enumerate() {
         let h = |s: &str| format!("h.{i}.{s}");
         let att = &b.att;
-        let qkv_w = Tensor::concat(
-            &[
-                &att.w_query.weight.t(),
-                &att.w_key.weight.t(),
-                &att.w_value.weight.t(),
-            ],
-            1,
-        );
-        let qkv_b = match (&att.w_query.bias, &att.w_key.bias, &att.w_value.bias) {
-            (Some(q), Some(k), Some(v)) => Tensor::concat(&[q, k, v], 0),
-            _ => Tensor::zeros(&[3 * c]),
+        let qkv_w = TensorToWrite {
+            name: h("attn.c_attn.weight"),
+            shape: vec![c, 3 * c],
+            source: F32Source::Concat(
+                vec![
+                    att.w_query.weight.t(),
+                    att.w_key.weight.t(),
+                    att.w_value.weight.t(),
+                ],
+                1,
+            ),
+        };
+        let qkv_b = TensorToWrite {
+            name: h("attn.c_attn.bias"),
+            shape: vec![3 * c],
+            source: match (&att.w_query.bias, &att.w_key.bias, &att.w_value.bias) {
+                (Some(q), Some(k), Some(v)) => {
+                    F32Source::Concat(vec![q.clone(), k.clone(), v.clone()], 0)
+                }
+                _ => F32Source::Zeros(3 * c),
+            },
         };
         out.push(named(h("ln_1.weight"), &b.norm1.scale));
         out.push(named(h("ln_1.bias"), &b.norm1.shift));
-        out.push(named(h("attn.c_attn.weight"), &qkv_w));
-        out.push(named(h("attn.c_attn.bias"), &qkv_b));
+        out.push(qkv_w);
+        out.push(qkv_b);
         out.push(named(h("attn.c_proj.weight"), &att.out_proj.weight.t()));
         out.push(named(
             h("attn.c_proj.bias"),
@@ -316,23 +397,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
     result.map_err(io_err(path))
 }
 
-/// Writes tensors as a `.safetensors` file straight to disk (no second in-memory copy of the
-/// whole file), through a temporary file renamed into place, then flushed to disk.
+/// Writes tensors as a `.safetensors` file straight to disk, one tensor's bytes at a time (no
+/// in-memory copy of the whole file), through a temporary file renamed into place, then
+/// flushed to disk.
 pub fn write_safetensors(
     path: &Path,
-    tensors: &[NamedBytes],
+    tensors: &[TensorToWrite],
     metadata: HashMap<String, String>,
 ) -> Result<(), WeightsError> {
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            Ok((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-            ))
-        })
-        .collect::<Result<_, safetensors::SafeTensorError>>()
-        .map_err(|e| format_err(path, e.to_string()))?;
+    let views = tensors.iter().map(|t| (t.name.as_str(), t));
     safetensors::serialize_to_file(views, Some(metadata), path)
         .map_err(|e| format_err(path, e.to_string()))?;
     #[cfg(unix)]
@@ -580,35 +653,10 @@ fn is_mask_buffer(name: &str) -> bool {
 }
 
 fn gpt2_tensors_shapes(model: &GptModel) -> Vec<(String, Vec<usize>)> {
-    let c = model.cfg.emb_dim;
-    let mut v = vec![
-        ("wte.weight".to_string(), vec![model.cfg.vocab_size, c]),
-        ("wpe.weight".to_string(), vec![model.cfg.context_length, c]),
-    ];
-    for i in 0..model.cfg.n_layers {
-        for (s, shape) in [
-            ("ln_1.weight", vec![c]),
-            ("ln_1.bias", vec![c]),
-            ("attn.c_attn.weight", vec![c, 3 * c]),
-            ("attn.c_attn.bias", vec![3 * c]),
-            ("attn.c_proj.weight", vec![c, c]),
-            ("attn.c_proj.bias", vec![c]),
-            ("ln_2.weight", vec![c]),
-            ("ln_2.bias", vec![c]),
-            ("mlp.c_fc.weight", vec![c, 4 * c]),
-            ("mlp.c_fc.bias", vec![4 * c]),
-            ("mlp.c_proj.weight", vec![4 * c, c]),
-            ("mlp.c_proj.bias", vec![c]),
-        ] {
-            v.push((format!("h.{i}.{s}"), shape));
-        }
-    }
-    v.push(("ln_f.weight".into(), vec![c]));
-    v.push(("ln_f.bias".into(), vec![c]));
-    if !model.cfg.tie_weights {
-        v.push(("lm_head.weight".into(), vec![model.cfg.vocab_size, c]));
-    }
-    v
+    gpt2_tensors(model)
+        .into_iter()
+        .map(|t| (t.name, t.shape))
+        .collect()
 }
 
 #[cfg(test)]

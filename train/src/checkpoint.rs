@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use model::weights::{self, f32_bytes, write_atomically, write_safetensors, LoadOptions};
+use model::weights::{self, write_atomically, write_safetensors, LoadOptions, TensorToWrite};
 use model::{Context, GptModel, Module};
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -218,9 +218,9 @@ fn write_optimizer(path: &Path, model: &GptModel, opt: &AdamW) -> Result<(), Tra
         .collect();
     let mut tensors = Vec::with_capacity(2 * names.len());
     for (i, name) in names.iter().enumerate() {
-        let shape = opt.params[i].shape().to_vec();
-        tensors.push((format!("m/{name}"), shape.clone(), f32_bytes(&opt.m[i])));
-        tensors.push((format!("v/{name}"), shape, f32_bytes(&opt.v[i])));
+        let shape = opt.params[i].shape();
+        tensors.push(TensorToWrite::slice(format!("m/{name}"), shape, &opt.m[i]));
+        tensors.push(TensorToWrite::slice(format!("v/{name}"), shape, &opt.v[i]));
     }
     let mut meta = HashMap::new();
     meta.insert("t".to_string(), opt.t.to_string());

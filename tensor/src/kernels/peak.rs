@@ -4,8 +4,14 @@
 //! The loop keeps 12 vector accumulators busy (enough to hide the FMA latency on two FMA
 //! ports) and uses the widest FMA the CPU has, detected at run time: AVX-512 (16 lanes) or
 //! AVX2 (8 lanes). Each FMA counts as 2 FLOPs per lane.
+//!
+//! It also measures the memory read bandwidth, the bound of one-token generation (every
+//! weight is read once per token, and there is almost no arithmetic per byte).
 
 use std::time::Instant;
+
+use super::parallel::serial_dot;
+use super::simd::wide;
 
 /// Peak GFLOP/s of one core (f32, FMA), measured over about `millis` milliseconds.
 pub fn peak_gflops_one_core(millis: u64) -> f64 {
@@ -53,6 +59,34 @@ pub fn peak_gflops_avx2_one_core(millis: u64) -> Option<f64> {
         }
     }
     None
+}
+
+/// Read bandwidth from main memory in GB/s, with all rayon threads streaming their own part
+/// of a `bytes`-sized buffer (make it far larger than the caches), best pass of about
+/// `millis` milliseconds. This is the speed at which generation can read a model's weights.
+pub fn read_bandwidth_gbs(bytes: usize, millis: u64) -> f64 {
+    use rayon::prelude::*;
+    let buf = vec![1.0f32; bytes / 4];
+    let piece = (buf.len() / rayon::current_num_threads() / 16).max(1 << 14);
+    let start = Instant::now();
+    let mut best: f64 = 0.0;
+    while start.elapsed().as_millis() < millis as u128 {
+        let t = Instant::now();
+        let total: f32 = buf
+            .par_chunks(piece)
+            // a dot product, the loop generation's linear layers run over their weights
+            .map(|p| {
+                wide(
+                    #[inline(always)]
+                    || serial_dot(p, p),
+                )
+            })
+            .sum();
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(total);
+        best = best.max(4.0 * buf.len() as f64 / secs);
+    }
+    best / 1e9
 }
 
 /// Runs `iters` rounds of 12 independent vector FMAs; returns (FLOPs done, a value to keep).
@@ -139,5 +173,10 @@ mod tests {
     #[test]
     fn peak_is_positive() {
         assert!(super::peak_gflops_one_core(20) > 0.1);
+    }
+
+    #[test]
+    fn bandwidth_is_positive() {
+        assert!(super::read_bandwidth_gbs(1 << 22, 10) > 0.01);
     }
 }

@@ -176,8 +176,7 @@ pub fn gemm_serial(
 }
 
 /// [`gemm_serial`] into an m×n block of a wider row-major matrix: row i of C starts at
-/// `c[i·ldc]` (`ldc >= n`). The fused attention writes the visible part of each score row
-/// this way.
+/// `c[i·ldc]` (`ldc >= n`), e.g. a few columns of a wider result.
 #[track_caller]
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_serial_strided(

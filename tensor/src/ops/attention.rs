@@ -21,8 +21,9 @@
 //! NH, HS]` projection: no copies). Queries go in blocks of 64 rows, and each block multiplies
 //! only against the keys its last row may see, so about half of the masked triangle is never
 //! computed; within a block the scores, softmax and weighted sum run back to back while the
-//! block's rows are in cache. Batch entries run in parallel. Saved for backward: P and the
-//! dropout mask.
+//! block's rows are in cache. Batch entries run in parallel. Saved for backward: P (only the
+//! part the blocks compute: each block's rows up to its last visible key, about half of
+//! Tq×Tk) and the dropout mask.
 //!
 //! The composed twin, built from `matmul`, `masked_fill`, `softmax`, `dropout`, is
 //! `MultiHeadAttention::forward_composed` in the model crate; tests check both agree.
@@ -32,7 +33,7 @@ use rayon::prelude::*;
 
 use super::matmul::{batch_offsets, mat};
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::gemm::{gemm_serial, gemm_serial_strided, MatRef};
+use crate::kernels::gemm::{gemm_serial, MatRef};
 use crate::kernels::math;
 use crate::kernels::parallel::{serial_dot, serial_sum};
 use crate::kernels::simd::wide;
@@ -66,11 +67,17 @@ fn query_blocks(d: Dims) -> impl Iterator<Item = (std::ops::Range<usize>, usize)
     })
 }
 
-/// Row-wise masked softmax in place of the score rows `first_row..` of one batch entry: row i
-/// keeps its first `visible(i)` entries, the rest become 0.
+/// Values of P one batch entry keeps: each query block's rows, `keys` wide (the block's
+/// rows of P are stored one after another, each block `rows × keys`).
+fn saved_len(d: Dims) -> usize {
+    query_blocks(d).map(|(rows, keys)| rows.len() * keys).sum()
+}
+
+/// Row-wise masked softmax in place of a block's score rows (`keys` wide) starting at query
+/// row `first_row`: row i keeps its first `visible(i)` entries, the rest become 0.
 #[inline(always)] // so `wide` compiles it into its AVX-512 copy
-fn causal_softmax(rows: &mut [f32], first_row: usize, d: Dims) {
-    for (r, row) in rows.chunks_exact_mut(d.tk).enumerate() {
+fn causal_softmax(rows: &mut [f32], first_row: usize, keys: usize, d: Dims) {
+    for (r, row) in rows.chunks_exact_mut(keys).enumerate() {
         let n = d.visible(first_row + r);
         let (seen, future) = row.split_at_mut(n);
         let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -84,13 +91,13 @@ fn causal_softmax(rows: &mut [f32], first_row: usize, d: Dims) {
     }
 }
 
-/// The dropped-out weights `P ⊙ M` of a block of rows, for the first `keys` columns (the only
-/// ones the products read).
+/// The dropped-out weights `P ⊙ M` of a block of rows `keys` wide (the mask rows are `tk`
+/// wide; only their first `keys` columns are read).
 #[inline(always)] // so `wide` compiles it into its AVX-512 copy
 fn apply_mask(out: &mut [f32], p: &[f32], mask: &[f32], keys: usize, tk: usize) {
     for ((o, p), m) in out
-        .chunks_exact_mut(tk)
-        .zip(p.chunks_exact(tk))
+        .chunks_exact_mut(keys)
+        .zip(p.chunks_exact(keys))
         .zip(mask.chunks_exact(tk))
     {
         for j in 0..keys {
@@ -99,8 +106,9 @@ fn apply_mask(out: &mut [f32], p: &[f32], mask: &[f32], keys: usize, tk: usize) 
     }
 }
 
-/// One batch entry's forward: fills `p` (Tq×Tk) and `out` (Tq×HS). Each query block runs
-/// scores → softmax → weighted sum while its rows of P are still in cache.
+/// One batch entry's forward: fills `p` (the blocks of P, see [`saved_len`]) and `out`
+/// (Tq×HS). Each query block runs scores → softmax → weighted sum while its rows of P are
+/// still in cache.
 #[inline(always)] // so `wide` compiles it into its AVX-512 copy
 fn attention_forward(
     out: &mut [f32],
@@ -113,21 +121,24 @@ fn attention_forward(
 ) {
     let (tk, hs) = (d.tk, d.hs);
     let mut dropped = vec![0.0; if mask.is_some() { QUERY_BLOCK * tk } else { 0 }];
+    let mut p = p;
     for (rows, keys) in query_blocks(d) {
         let (i0, m) = (rows.start, rows.len());
-        let s = &mut p[i0 * tk..rows.end * tk];
+        let (s, rest) = std::mem::take(&mut p).split_at_mut(m * keys);
+        p = rest;
         // S = Q·Kᵀ/√HS over the visible keys only, then P = softmax(S)
-        gemm_serial_strided(m, hs, keys, d.scale, q.at(i0, 0), k.t(), 0.0, s, tk);
-        causal_softmax(s, i0, d);
-        // O = (P ⊙ M)·V; weights past the block's visible keys are zero and skipped
+        gemm_serial(m, hs, keys, d.scale, q.at(i0, 0), k.t(), 0.0, s);
+        causal_softmax(s, i0, keys, d);
+        // O = (P ⊙ M)·V
         let w: &[f32] = match mask {
             Some(mk) => {
-                apply_mask(&mut dropped, s, &mk[i0 * tk..rows.end * tk], keys, tk);
-                &dropped
+                let dropped = &mut dropped[..m * keys];
+                apply_mask(dropped, s, &mk[i0 * tk..rows.end * tk], keys, tk);
+                dropped
             }
             None => s,
         };
-        let w = MatRef::row_major(w, 0, tk);
+        let w = MatRef::row_major(w, 0, keys);
         gemm_serial(
             m,
             keys,
@@ -159,28 +170,35 @@ fn attention_backward(
     let d_o = MatRef::row_major(dout, 0, hs);
     let mut dropped = vec![0.0; if mask.is_some() { QUERY_BLOCK * tk } else { 0 }];
     let mut ds = vec![0.0; QUERY_BLOCK * tk];
+    let mut saved = p;
     for (rows, keys) in query_blocks(d) {
         let (i0, m) = (rows.start, rows.len());
-        let p = &p[i0 * tk..rows.end * tk];
+        let (p, rest) = saved.split_at(m * keys);
+        saved = rest;
         let mask = mask.map(|mk| &mk[i0 * tk..rows.end * tk]);
         let d_o = d_o.at(i0, 0);
         // dV += (P ⊙ M)ᵀ·dO
         let w: &[f32] = match mask {
             Some(mk) => {
-                apply_mask(&mut dropped, p, mk, keys, tk);
-                &dropped
+                let dropped = &mut dropped[..m * keys];
+                apply_mask(dropped, p, mk, keys, tk);
+                dropped
             }
             None => p,
         };
-        let w = MatRef::row_major(w, 0, tk);
+        let w = MatRef::row_major(w, 0, keys);
         gemm_serial(keys, m, hs, 1.0, w.t(), d_o, 1.0, &mut dv[..keys * hs]);
         // dP = (dO·Vᵀ) ⊙ M
-        let ds = &mut ds[..m * tk];
-        gemm_serial_strided(m, hs, keys, 1.0, d_o, v.t(), 0.0, ds, tk);
+        let ds = &mut ds[..m * keys];
+        gemm_serial(m, hs, keys, 1.0, d_o, v.t(), 0.0, ds);
         // dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the visible keys, 0 up to the block's last key
-        for (r, (drow, prow)) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)).enumerate() {
+        for (r, (drow, prow)) in ds
+            .chunks_exact_mut(keys)
+            .zip(p.chunks_exact(keys))
+            .enumerate()
+        {
             let n = d.visible(i0 + r);
-            let (drow, rest) = drow[..keys].split_at_mut(n);
+            let (drow, rest) = drow.split_at_mut(n);
             if let Some(mk) = mask {
                 drow.iter_mut()
                     .zip(&mk[r * tk..])
@@ -193,7 +211,7 @@ fn attention_backward(
             rest.fill(0.0);
         }
         // dQ += dS·K/√HS,  dK += dSᵀ·Q/√HS
-        let s = MatRef::row_major(ds, 0, tk);
+        let s = MatRef::row_major(ds, 0, keys);
         gemm_serial(
             m,
             keys,
@@ -218,7 +236,8 @@ fn attention_backward(
 }
 
 struct AttentionNode {
-    p: Vec<f32>,
+    /// P of each batch entry, in query blocks (see [`saved_len`]).
+    p: Vec<Vec<f32>>,
     mask: Option<Vec<f32>>,
     dims: Dims,
 }
@@ -248,7 +267,7 @@ impl Backward for AttentionNode {
             .for_each(|(i, ((dqi, dki), dvi))| {
                 let mats = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
                 let mask = self.mask.as_ref().map(|m| &m[i * tt..(i + 1) * tt]);
-                let p = &self.p[i * tt..(i + 1) * tt];
+                let p = &self.p[i];
                 let dout = &dout[i * qs..(i + 1) * qs];
                 // compiled for AVX-512 where the CPU has it (16-lane exp and dot; same bits)
                 wide(
@@ -309,7 +328,8 @@ impl Tensor {
             m
         });
         let mut out = vec![0.0; nb * tq * hs];
-        let mut p = vec![0.0; nb * tq * tk];
+        // one buffer per batch entry, zeroed by the thread that fills it (while in its cache)
+        let mut p: Vec<Vec<f32>> = vec![Vec::new(); nb];
         let (qd, kd, vd) = (q.storage(), k.storage(), v.storage());
         let (qo, ko, vo) = (
             batch_offsets(q.layout()),
@@ -317,9 +337,10 @@ impl Tensor {
             batch_offsets(v.layout()),
         );
         out.par_chunks_mut(tq * hs)
-            .zip(p.par_chunks_mut(tq * tk))
+            .zip(p.par_iter_mut())
             .enumerate()
             .for_each(|(i, (o, pi))| {
+                *pi = vec![0.0; saved_len(dims)];
                 let m = mask.as_ref().map(|m| &m[i * tq * tk..(i + 1) * tq * tk]);
                 let (qi, ki, vi) = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
                 // compiled for AVX-512 where the CPU has it (16-lane exp in the softmax; same bits)

@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::avx512_gemm;
+use super::parallel::serial_dot;
+use super::simd::wide;
 
 /// A read-only matrix operand: `data[offset + i·rs + j·cs]` is element (i, j).
 #[derive(Clone, Copy, Debug)]
@@ -194,6 +196,10 @@ pub fn gemm_serial_strided(
     if m == 0 || n == 0 {
         return;
     }
+    if m == 1 && k > 0 && a.cs == 1 && (b.rs == 1 || b.cs == 1) {
+        row_times_matrix(k, n, alpha, a, b, beta, &mut c[..n]);
+        return;
+    }
     // SAFETY: bounds of A, B and C were checked above, and `c` is borrowed mutably for the
     // duration of the call.
     unsafe {
@@ -209,6 +215,48 @@ pub fn gemm_serial_strided(
             ldc,
         )
     };
+}
+
+/// `c = alpha·a·B + beta·c` for one contiguous row `a` (length k), without packing: a GEMM
+/// with one row (generation's single query against the cached keys and values) would spend
+/// as long copying B into panels as multiplying. B's columns contiguous (`rs == 1`, e.g. Kᵀ):
+/// one dot product per output; B's rows contiguous (`cs == 1`, e.g. V): c accumulates
+/// `a[p]·B[p, ..]` row by row. With `beta == 0`, c is only written.
+fn row_times_matrix(
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+) {
+    let a = &a.data[a.offset..a.offset + k];
+    wide(
+        #[inline(always)]
+        || {
+            if b.rs == 1 {
+                for (j, cj) in c.iter_mut().enumerate() {
+                    let start = b.offset + j * b.cs;
+                    let d = alpha * serial_dot(a, &b.data[start..start + k]);
+                    *cj = if beta == 0.0 { d } else { d + beta * *cj };
+                }
+            } else {
+                if beta == 0.0 {
+                    c.fill(0.0);
+                } else if beta != 1.0 {
+                    c.iter_mut().for_each(|x| *x *= beta);
+                }
+                for (p, &ap) in a.iter().enumerate() {
+                    let start = b.offset + p * b.rs;
+                    let w = alpha * ap;
+                    for (x, &bv) in c.iter_mut().zip(&b.data[start..start + n]) {
+                        *x += w * bv;
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// One `sgemm` call on the block `rows × cols` of C.
@@ -343,6 +391,36 @@ mod tests {
                     (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
                     "{m}×{k}×{n}: {x} vs {y}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn one_row_without_packing_matches_naive() {
+        let mut rng = Rng::seed(5);
+        for &(k, n) in &[(1, 1), (64, 200), (37, 19), (300, 64)] {
+            let a = random(k + 3, &mut rng); // the row starts at offset 3
+            let b = random(k * n, &mut rng);
+            let am = MatRef::row_major(&a, 3, k);
+            // B with contiguous columns (a transposed n×k matrix) and with contiguous rows
+            for bm in [MatRef::row_major(&b, 0, k).t(), MatRef::row_major(&b, 0, n)] {
+                for beta in [0.0, 0.5, 1.0] {
+                    // with beta = 0, C's old values (NaN here) must not leak in
+                    let c0: Vec<f32> = if beta == 0.0 {
+                        vec![f32::NAN; n]
+                    } else {
+                        random(n, &mut rng)
+                    };
+                    let (mut c, mut want) = (c0.clone(), c0.clone());
+                    gemm_serial(1, k, n, 0.7, am, bm, beta, &mut c);
+                    gemm_naive(1, k, n, 0.7, am, bm, beta, &mut want);
+                    for (x, y) in c.iter().zip(&want) {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                            "1×{k}×{n} beta {beta}: {x} vs {y}"
+                        );
+                    }
+                }
             }
         }
     }

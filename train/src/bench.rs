@@ -143,7 +143,7 @@ pub fn run_bench() {
     });
     // Each new token reads every weight once, except the position table (one row of it).
     let weights_read = (model.num_parameters() - (base.context_length - 1) * base.emb_dim) * 4;
-    let bandwidth = peak::read_bandwidth_gbs(weights_read, 300);
+    let bandwidth = peak::read_bandwidth_gbs(weights_read, 600);
     let tps = NEW_TOKENS as f64 / secs;
     let read_gbs = tps * weights_read as f64 / 1e9;
     println!(

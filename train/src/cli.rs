@@ -42,7 +42,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Mean next-token loss and perplexity of a model on a text file.
     Eval(EvalArgs),
-    /// Measure this machine: FMA peak, SGEMM, training steps, generation (under a minute).
+    /// Measure this machine: FMA peak, SGEMM, training steps, generation against the memory
+    /// bandwidth (under a minute).
     Bench,
 }
 

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm, MatRef};
-use crate::kernels::parallel::accumulate_over_rows;
+use crate::kernels::parallel::{accumulate_over_rows, serial_dot};
 use crate::kernels::simd::wide;
 use crate::tensor::Tensor;
 
@@ -29,7 +29,7 @@ const GEMV_MAX_ROWS: usize = 4;
 
 /// `x·w_i` for one input row and four weight rows at once, sixteen running sums per weight
 /// row so it vectorises. One pass streams four weight rows while `x` stays in L1. Each sum is
-/// formed in the same order as [`dot`] forms it, so both give the same bits.
+/// formed in the same order as [`serial_dot`] forms it, so both give the same bits.
 ///
 /// `next` points at the weights the caller reads after these (the next four rows, stored one
 /// after another); they are prefetched line by line as this group is read, so the next group
@@ -69,20 +69,6 @@ fn dot4(x: &[f32], w: [&[f32]; 4], next: *const f32) -> [f32; 4] {
         finish(a2, w[2]),
         finish(a3, w[3]),
     ]
-}
-
-/// `x·w` for two equal-length slices ([`dot4`] for one weight row).
-#[inline(always)]
-fn dot(x: &[f32], w: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let full = x.len() / 16 * 16;
-    for (xs, ws) in x[..full].chunks_exact(16).zip(w[..full].chunks_exact(16)) {
-        for k in 0..16 {
-            acc[k] += xs[k] * ws[k];
-        }
-    }
-    let tail: f32 = x[full..].iter().zip(&w[full..]).map(|(a, b)| a * b).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `out_t[j, r] = inp[r]·weight[j] + bias[j]` for a few input rows (`out_t` is `[OC, N]`):
@@ -147,7 +133,7 @@ fn forward_band(
     }
     for j in j..rows {
         for r in 0..n {
-            out[j * n + r] = dot(x(r), w(j)) + b(j);
+            out[j * n + r] = serial_dot(x(r), w(j)) + b(j);
         }
     }
 }
@@ -317,6 +303,7 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
+    use super::{dot4, serial_dot};
     use crate::testing::gradcheck;
     use crate::{Rng, Tensor};
 
@@ -340,6 +327,20 @@ mod tests {
         assert!(close(&fused.to_vec(), &composed.to_vec()));
         for (t, g) in [&x, &w, &b].iter().zip(&grads_fused) {
             assert!(close(&t.grad().unwrap().to_vec(), g));
+        }
+    }
+
+    #[test]
+    fn four_row_dot_gives_the_bits_of_single_dots() {
+        let mut rng = Rng::seed(15);
+        for ic in [16, 77, 768] {
+            let x = Tensor::randn(&[ic], &mut rng).to_vec();
+            let w = Tensor::randn(&[4 * ic], &mut rng).to_vec();
+            let rows: Vec<&[f32]> = w.chunks_exact(ic).collect();
+            let four = dot4(&x, [rows[0], rows[1], rows[2], rows[3]], w.as_ptr());
+            for (d, row) in four.iter().zip(&rows) {
+                assert_eq!(d.to_bits(), serial_dot(&x, row).to_bits());
+            }
         }
     }
 

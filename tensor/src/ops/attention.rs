@@ -121,11 +121,11 @@ fn attention_forward(
 ) {
     let (tk, hs) = (d.tk, d.hs);
     let mut dropped = vec![0.0; if mask.is_some() { QUERY_BLOCK * tk } else { 0 }];
-    let mut p = p;
+    let mut at = 0; // where the block's rows of P start
     for (rows, keys) in query_blocks(d) {
         let (i0, m) = (rows.start, rows.len());
-        let (s, rest) = std::mem::take(&mut p).split_at_mut(m * keys);
-        p = rest;
+        let s = &mut p[at..at + m * keys];
+        at += m * keys;
         // S = Q·Kᵀ/√HS over the visible keys only, then P = softmax(S)
         gemm_serial(m, hs, keys, d.scale, q.at(i0, 0), k.t(), 0.0, s);
         causal_softmax(s, i0, keys, d);
@@ -170,11 +170,11 @@ fn attention_backward(
     let d_o = MatRef::row_major(dout, 0, hs);
     let mut dropped = vec![0.0; if mask.is_some() { QUERY_BLOCK * tk } else { 0 }];
     let mut ds = vec![0.0; QUERY_BLOCK * tk];
-    let mut saved = p;
+    let mut at = 0; // where the block's rows of P start
     for (rows, keys) in query_blocks(d) {
         let (i0, m) = (rows.start, rows.len());
-        let (p, rest) = saved.split_at(m * keys);
-        saved = rest;
+        let p = &p[at..at + m * keys];
+        at += m * keys;
         let mask = mask.map(|mk| &mk[i0 * tk..rows.end * tk]);
         let d_o = d_o.at(i0, 0);
         // dV += (P ⊙ M)ᵀ·dO

@@ -1,6 +1,8 @@
 //! `scratchgpt bench`: this machine's speed in under a minute, without criterion — the FMA
-//! peak, SGEMM on GPT-2 shapes as a share of it, training steps of three model sizes, and
-//! generation with the KV cache against the memory read bandwidth. (`cargo bench` has the careful versions of each.)
+//! peak, SGEMM on GPT-2 shapes as a share of it, fused causal attention, training steps of
+//! three model sizes, and generation with the KV cache against the memory read bandwidth.
+//! (`cargo bench` has the careful versions of each.) `benches/pytorch_reference.py` runs the
+//! same jobs in PyTorch, for a comparison on the same machine.
 
 use std::time::Instant;
 
@@ -8,7 +10,7 @@ use model::generate::{generate, GenerateOptions, Sampling};
 use model::{Context, GptConfig, GptModel, Module};
 use tensor::kernels::gemm::{gemm, MatRef};
 use tensor::kernels::peak;
-use tensor::{AdamW, Optimizer, Rng};
+use tensor::{AdamW, Optimizer, Rng, Tensor};
 
 /// The three training-step configurations of the performance targets, as (label, config,
 /// batch size): tiny (vocab 256, context 128, width 128, 4 heads, 4 layers, batch 16), small
@@ -89,6 +91,22 @@ pub fn run_bench() {
             secs * 1e3,
             gflops,
             100.0 * gflops / peak_all
+        );
+    }
+
+    for t in [256, 1024] {
+        let (b, nh, hs) = (2, 12, 64);
+        let [q, k, v] = [0, 1, 2].map(|_| Tensor::randn(&[b, nh, t, hs], &mut rng).requires_grad());
+        let step = || {
+            let y = Tensor::causal_attention(&q, &k, &v, 0.0, false, &mut Rng::seed(1));
+            y.sum_all().backward();
+        };
+        step(); // warm up
+        let secs = best_of(5, step);
+        println!(
+            "{:<44} {:>10.1}ms",
+            format!("causal attention fwd+bwd B{b} NH{nh} T{t} HS{hs}"),
+            secs * 1e3
         );
     }
 

@@ -21,6 +21,7 @@
 //! higher-order gradients are not supported (GPT training does not need them).
 
 use std::cell::Cell;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use crate::tensor::Tensor;
@@ -54,6 +55,36 @@ impl GradStore {
         }
         let n = t.numel();
         Some(self.map.entry(t.id()).or_insert_with(|| vec![0.0; n]))
+    }
+
+    /// Adds a contribution to `t`'s gradient, given two ways to compute it: `fresh` returns it
+    /// as a new buffer (used when it is the first contribution, which then needs no zeroed
+    /// buffer to be added into), `accumulate` adds it into the existing buffer. Does nothing
+    /// when no gradient is wanted for `t`.
+    #[track_caller]
+    pub fn add(
+        &mut self,
+        t: &Tensor,
+        fresh: impl FnOnce() -> Vec<f32>,
+        accumulate: impl FnOnce(&mut [f32]),
+    ) {
+        if !t.is_requires_grad() {
+            return;
+        }
+        match self.map.entry(t.id()) {
+            Entry::Occupied(mut e) => accumulate(e.get_mut()),
+            Entry::Vacant(e) => {
+                let g = fresh();
+                assert_eq!(
+                    g.len(),
+                    t.numel(),
+                    "backward: gradient of {} values for a tensor of shape {:?}",
+                    g.len(),
+                    t.shape()
+                );
+                e.insert(g);
+            }
+        }
     }
 
     fn take(&mut self, t: &Tensor) -> Option<Vec<f32>> {

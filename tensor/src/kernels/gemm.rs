@@ -116,15 +116,70 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
-    let parallel = threads > 1 && m * n * k >= PAR_MIN_MACS;
-    let cp = SendPtr(c.as_mut_ptr());
-    if !parallel {
+    if !runs_in_parallel(m, k, n) {
         gemm_serial(m, k, n, alpha, a, b, beta, c);
         return;
     }
-    // One block of C per thread: split the longer side (bands of rows or of columns). Band
-    // edges fall on multiples of the micro-tile, so only the last band has a partial tile.
+    // SAFETY: operands and C were bounds-checked above, and `c` stays mutably borrowed until
+    // every block is done.
+    unsafe { gemm_blocks(m, k, n, alpha, a, b, beta, SendPtr(c.as_mut_ptr())) };
+}
+
+/// `alpha·A·B` as a new row-major m×n buffer (A m×k, B k×n), which is never zeroed first:
+/// with β = 0 every path of the product writes each element of C without reading it, so a
+/// fresh output costs one pass over memory instead of two (a zeroing pass, then the product).
+/// For layer outputs and first gradients.
+#[track_caller]
+pub fn gemm_new(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef) -> Vec<f32> {
+    if m <= 1 || n == 0 {
+        // One row takes the unpacked row-times-matrix path, which works on a slice.
+        let mut c = vec![0.0; m * n];
+        gemm(m, k, n, alpha, a, b, 0.0, &mut c);
+        return c;
+    }
+    a.check(m, k, "A");
+    b.check(k, n, "B");
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: A and B were bounds-checked above and `c` has room for m·n values. With β = 0,
+    // `sgemm_block` writes every element of its block without reading it, and the blocks of
+    // `gemm_blocks` cover all of C, so all m·n values are initialised before `set_len`.
+    unsafe {
+        gemm_blocks(m, k, n, alpha, a, b, 0.0, SendPtr(c.as_mut_ptr()));
+        c.set_len(m * n);
+    }
+    c
+}
+
+/// Whether a product of this size is split between threads: below ~4 MFLOP the split costs
+/// more than it saves.
+fn runs_in_parallel(m: usize, k: usize, n: usize) -> bool {
+    rayon::current_num_threads() > 1 && m * n * k >= PAR_MIN_MACS
+}
+
+/// The product into the row-major m×n matrix at `c`, one block of C per thread when it
+/// [`runs_in_parallel`], else one block.
+///
+/// # Safety
+/// A and B must be in bounds for an m×k and a k×n operand; `c` must be valid for writes of
+/// m·n values and not accessed by anyone else meanwhile; m, n > 0.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_blocks(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: SendPtr,
+) {
+    if !runs_in_parallel(m, k, n) {
+        sgemm_block(0..m, 0..n, k, alpha, a, b, beta, c, n);
+        return;
+    }
+    // Split the longer side (bands of rows or of columns). Band edges fall on multiples of
+    // the micro-tile, so only the last band has a partial tile.
+    let threads = rayon::current_num_threads();
     let by_rows = m >= n;
     let (len, unit) = if by_rows {
         (m, avx512_gemm::MR)
@@ -142,8 +197,8 @@ pub fn gemm(
             (0..m, split(i))
         };
         // SAFETY: blocks partition C's rows (or columns), so tasks write disjoint elements;
-        // `c` stays mutably borrowed until all tasks finish; reads are bounds-checked above.
-        unsafe { sgemm_block(rows, cols, k, alpha, a, b, beta, cp, n) };
+        // the caller keeps `c` exclusive until all tasks finish.
+        unsafe { sgemm_block(rows, cols, k, alpha, a, b, beta, c, n) };
     });
 }
 
@@ -259,7 +314,9 @@ fn row_times_matrix(
     )
 }
 
-/// One `sgemm` call on the block `rows × cols` of C.
+/// One `sgemm` call on the block `rows × cols` of C. With `beta == 0` every element of the
+/// block is written and none is read, on every path (the AVX-512 kernel, `matrixmultiply`,
+/// which documents it, and k = 0), so C may start uninitialised ([`gemm_new`] relies on it).
 ///
 /// # Safety
 /// `c` must point to a row-major m×n matrix with row stride `ldc` that covers the block, no
@@ -421,6 +478,46 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn new_buffer_product_equals_product_into_zeros() {
+        // Every path: one row, k = 0, serial tiles with edges, parallel bands (2 threads) by
+        // rows and by columns, transposed operands. Same bits as β = 0 into a zeroed C.
+        let mut rng = Rng::seed(6);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for &(m, k, n) in &[
+            (1, 7, 5),
+            (4, 0, 3),
+            (13, 9, 35),
+            (700, 64, 90),
+            (90, 64, 700),
+            (0, 3, 4),
+        ] {
+            let a = random(m * k, &mut rng);
+            let b = random(k * n, &mut rng);
+            for (am, bm) in [
+                (MatRef::row_major(&a, 0, k), MatRef::row_major(&b, 0, n)),
+                (
+                    MatRef::row_major(&a, 0, m).t(),
+                    MatRef::row_major(&b, 0, k).t(),
+                ),
+            ] {
+                let mut want = vec![0.0; m * n];
+                gemm(m, k, n, 0.5, am, bm, 0.0, &mut want);
+                let got = pool.install(|| gemm_new(m, k, n, 0.5, am, bm));
+                assert_eq!(got.len(), m * n);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}×{k}×{n}"
+                );
             }
         }
     }

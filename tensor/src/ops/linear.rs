@@ -18,7 +18,7 @@ use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
 use rayon::prelude::*;
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::gemm::{gemm, MatRef};
+use crate::kernels::gemm::{gemm, gemm_new, MatRef};
 use crate::kernels::parallel::{accumulate_over_rows, serial_dot};
 use crate::kernels::simd::wide;
 use crate::tensor::Tensor;
@@ -146,19 +146,19 @@ const GEMV_BANDS_PER_THREAD: usize = 16;
 /// second thread costs more than reading 64 KB).
 const GEMV_PAR_MIN_WEIGHTS: usize = 32 * 1024;
 
-/// `out = inp·Wᵀ (+ bias)`. Shapes: out (N, OC), inp (N, IC), weight (OC, IC), bias (OC,)
+/// `inp·Wᵀ (+ bias)` as a new buffer. Shapes: out (N, OC), inp (N, IC), weight (OC, IC), bias (OC,)
 fn linear_forward(
-    out: &mut [f32],
     inp: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
     ic: usize,
     oc: usize,
-) {
+) -> Vec<f32> {
     let n = inp.len() / ic.max(1);
     if n <= GEMV_MAX_ROWS && ic > 0 {
+        let mut out = vec![0.0; n * oc];
         if n == 1 {
-            linear_forward_few_rows(out, inp, weight, bias, ic, 1);
+            linear_forward_few_rows(&mut out, inp, weight, bias, ic, 1);
         } else {
             let mut out_t = vec![0.0; n * oc];
             linear_forward_few_rows(&mut out_t, inp, weight, bias, ic, n);
@@ -168,76 +168,18 @@ fn linear_forward(
                 }
             }
         }
-        return;
+        return out;
     }
-    let beta = match bias {
-        Some(b) => {
-            for row in out.chunks_exact_mut(oc) {
-                row.copy_from_slice(b);
-            }
-            1.0
-        }
-        None => 0.0,
-    };
+    let x = MatRef::row_major(inp, 0, ic);
     let w_t = MatRef::row_major(weight, 0, ic).t();
-    gemm(
-        n,
-        ic,
-        oc,
-        1.0,
-        MatRef::row_major(inp, 0, ic),
-        w_t,
-        beta,
-        out,
-    );
-}
-
-/// `dinp += dout·W`, `dweight += doutᵀ·inp`, `dbias += Σ_rows dout` (each only if wanted).
-#[allow(clippy::too_many_arguments)]
-fn linear_backward(
-    dinp: Option<&mut [f32]>,
-    dweight: Option<&mut [f32]>,
-    dbias: Option<&mut [f32]>,
-    dout: &[f32],
-    inp: &[f32],
-    weight: &[f32],
-    ic: usize,
-    oc: usize,
-) {
-    let n = dout.len() / oc.max(1);
-    let dy = MatRef::row_major(dout, 0, oc);
-    if let Some(dx) = dinp {
-        gemm(
-            n,
-            oc,
-            ic,
-            1.0,
-            dy,
-            MatRef::row_major(weight, 0, ic),
-            1.0,
-            dx,
-        );
-    }
-    if let Some(dw) = dweight {
-        gemm(
-            oc,
-            n,
-            ic,
-            1.0,
-            dy.t(),
-            MatRef::row_major(inp, 0, ic),
-            1.0,
-            dw,
-        );
-    }
-    if let Some(db) = dbias {
-        accumulate_over_rows(db, n, oc, |rows, partial| {
-            for r in rows {
-                for (p, g) in partial.iter_mut().zip(&dout[r * oc..(r + 1) * oc]) {
-                    *p += g;
-                }
-            }
-        });
+    match bias {
+        // Every row starts as the bias and the product is added to it (β = 1).
+        Some(b) => {
+            let mut out = b.repeat(n);
+            gemm(n, ic, oc, 1.0, x, w_t, 1.0, &mut out);
+            out
+        }
+        None => gemm_new(n, ic, oc, 1.0, x, w_t),
     }
 }
 
@@ -250,14 +192,37 @@ impl Backward for LinearNode {
     fn name(&self) -> &'static str {
         "linear"
     }
+    /// `dinp += dout·W`, `dweight += doutᵀ·inp`, `dbias += Σ_rows dout`, each only if wanted.
+    /// A first contribution is written straight into a new buffer instead of being added to
+    /// zeros (`GradStore::add`).
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
         let (x, w) = (&inputs[0], &inputs[1]);
         let (xv, wv) = (x.values(), w.values());
         let (ic, oc) = (self.ic, self.oc);
-        linear_backward(grads.slot(x), None, None, dout, &xv, &wv, ic, oc);
-        linear_backward(None, grads.slot(w), None, dout, &xv, &wv, ic, oc);
-        if let Some(b) = inputs.get(2) {
-            linear_backward(None, None, grads.slot(b), dout, &xv, &wv, ic, oc);
+        let n = dout.len() / oc.max(1);
+        let dy = MatRef::row_major(dout, 0, oc);
+        let (xm, wm) = (MatRef::row_major(&xv, 0, ic), MatRef::row_major(&wv, 0, ic));
+        // dx (N, IC) = dy (N, OC) · W (OC, IC)
+        grads.add(
+            x,
+            || gemm_new(n, oc, ic, 1.0, dy, wm),
+            |dx| gemm(n, oc, ic, 1.0, dy, wm, 1.0, dx),
+        );
+        // dW (OC, IC) = dyᵀ (OC, N) · x (N, IC)
+        grads.add(
+            w,
+            || gemm_new(oc, n, ic, 1.0, dy.t(), xm),
+            |dw| gemm(oc, n, ic, 1.0, dy.t(), xm, 1.0, dw),
+        );
+        // db (OC) = Σ over rows of dy
+        if let Some(db) = inputs.get(2).and_then(|b| grads.slot(b)) {
+            accumulate_over_rows(db, n, oc, |rows, partial| {
+                for r in rows {
+                    for (p, g) in partial.iter_mut().zip(&dout[r * oc..(r + 1) * oc]) {
+                        *p += g;
+                    }
+                }
+            });
         }
     }
 }
@@ -289,8 +254,7 @@ impl Tensor {
         }
         let (xv, wv) = (self.values(), weight.values());
         let bv = bias.map(|b| b.values());
-        let mut out = vec![0.0; xv.len() / ic.max(1) * oc];
-        linear_forward(&mut out, &xv, &wv, bv.as_deref(), ic, oc);
+        let out = linear_forward(&xv, &wv, bv.as_deref(), ic, oc);
         let mut shape = self.shape().to_vec();
         *shape.last_mut().unwrap() = oc;
         let inputs: Vec<&Tensor> = [Some(self), Some(weight), bias]
@@ -327,6 +291,35 @@ mod tests {
         assert!(close(&fused.to_vec(), &composed.to_vec()));
         for (t, g) in [&x, &w, &b].iter().zip(&grads_fused) {
             assert!(close(&t.grad().unwrap().to_vec(), g));
+        }
+    }
+
+    #[test]
+    fn reused_input_and_weight_accumulate_their_gradients() {
+        // h feeds two linear layers that share one weight: the first contribution to each
+        // gradient is written fresh, the second is added to it.
+        let mut rng = Rng::seed(13);
+        let x = Tensor::randn(&[3, 40, 24], &mut rng).requires_grad();
+        let w = Tensor::randn(&[16, 24], &mut rng).requires_grad();
+        let b = Tensor::randn(&[16], &mut rng).requires_grad();
+        let r = Tensor::randn(&[3, 40, 16], &mut rng);
+        let run = |fused: bool| {
+            [&x, &w, &b].iter().for_each(|t| t.zero_grad());
+            let h = x.mul_scalar(2.0);
+            let y = if fused {
+                h.linear(&w, Some(&b)).add(&h.linear(&w, None))
+            } else {
+                h.matmul(&w.t()).add(&b).add(&h.matmul(&w.t()))
+            };
+            y.mul(&r).sum_all().backward();
+            [&x, &w, &b].map(|t| t.grad().unwrap().to_vec())
+        };
+        let (fused, composed) = (run(true), run(false));
+        for (f, c) in fused.iter().zip(&composed) {
+            assert!(f
+                .iter()
+                .zip(c)
+                .all(|(p, q)| (p - q).abs() < 1e-4 * (1.0 + q.abs())));
         }
     }
 

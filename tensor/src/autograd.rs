@@ -24,6 +24,7 @@ use std::cell::Cell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
+use crate::kernels::parallel::zeros;
 use crate::tensor::Tensor;
 
 /// The backward rule of one op. `backward` receives the op's inputs, its output and the
@@ -54,7 +55,7 @@ impl GradStore {
             return None;
         }
         let n = t.numel();
-        Some(self.map.entry(t.id()).or_insert_with(|| vec![0.0; n]))
+        Some(self.map.entry(t.id()).or_insert_with(|| zeros(n)))
     }
 
     /// Adds a contribution to `t`'s gradient, given two ways to compute it: `fresh` returns it
@@ -98,7 +99,7 @@ impl GradStore {
         if !t.is_requires_grad() {
             return None;
         }
-        Some(self.take(t).unwrap_or_else(|| vec![0.0; t.numel()]))
+        Some(self.take(t).unwrap_or_else(|| zeros(t.numel())))
     }
 
     /// Returns a buffer taken with [`GradStore::take_buffer`], adding it to anything that

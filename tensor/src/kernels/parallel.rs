@@ -16,6 +16,25 @@ pub const PAR_THRESHOLD: usize = 32 * 1024;
 /// Elements per parallel piece for element-wise loops.
 const CHUNK: usize = 16 * 1024;
 
+/// Buffers at least this long are zeroed by all threads in [`zeros`].
+const PAR_ZEROS_MIN: usize = 1 << 18;
+
+/// A buffer of `n` zeros. `vec![0.0; n]` zeroes reused memory on the calling thread alone, at
+/// one core's memory speed, while the other threads wait; large buffers (a gradient the size of
+/// the 50,257-row embedding table, say) are zeroed here by every thread, a slice each.
+pub fn zeros(n: usize) -> Vec<f32> {
+    if n < PAR_ZEROS_MIN || rayon::current_num_threads() == 1 {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(PAR_ZEROS_MIN / 4)
+        .for_each(|piece| piece.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the n values were all initialised just above.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Calls `f(start, piece)` over consecutive pieces of `out`, where `start` is the index of the
 /// piece's first element. Parallel above the threshold.
 pub fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
@@ -217,6 +236,27 @@ pub fn serial_dot(xs: &[f32], ys: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeros_of_every_size_on_two_threads() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for n in [
+            0,
+            1,
+            PAR_ZEROS_MIN - 1,
+            PAR_ZEROS_MIN,
+            3 * PAR_ZEROS_MIN + 5,
+        ] {
+            // freed non-zero memory first, so a reused allocation would show through
+            drop(vec![1.5f32; n]);
+            let z = pool.install(|| zeros(n));
+            assert_eq!(z.len(), n);
+            assert!(z.iter().all(|&x| x.to_bits() == 0));
+        }
+    }
 
     #[test]
     fn serial_dot_matches_f64() {

@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use crate::kernels::parallel::PAR_THRESHOLD;
+use crate::kernels::simd::wide;
 
 /// One piece of (weights, first moments, second moments), gradients.
 type AdamPieces<'a> = (((&'a mut [f32], &'a mut [f32]), &'a mut [f32]), &'a [f32]);
@@ -144,6 +145,7 @@ impl AdamW {
 
 /// One AdamW update of `w` in place. All slices have the same length.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn adamw_update(
     w: &mut [f32],
     g: &[f32],
@@ -185,8 +187,13 @@ impl Optimizer for AdamW {
             p.with_grad(|g| {
                 let Some(g) = g else { return };
                 p.update(|w| {
+                    // 16 lanes wide on AVX-512 CPUs: the square root and the division are
+                    // the costly part, and IEEE-exact at any width.
                     let update = |(((w, m), v), g): AdamPieces| {
-                        adamw_update(w, g, m, v, lr, betas, eps, wd, t)
+                        wide(
+                            #[inline(always)]
+                            || adamw_update(w, g, m, v, lr, betas, eps, wd, t),
+                        )
                     };
                     if w.len() < PAR_THRESHOLD {
                         update((((w, m.as_mut_slice()), v.as_mut_slice()), g));

@@ -59,11 +59,15 @@ binary_fn!(Div, "div", |a, b, y| a / b, 1.0 / b, -y / b);
 
 /// `out[i] = f(a[i], b[i])`. Shapes: out, a, b: (N,)
 fn binary_forward<F: BinaryFn>(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for_each_chunk(out, |s, piece| {
-        for (i, o) in piece.iter_mut().enumerate() {
-            *o = F::f(a[s + i], b[s + i]);
-        }
-    });
+    for_each_chunk(
+        out,
+        #[inline(always)]
+        |s, piece| {
+            for (i, o) in piece.iter_mut().enumerate() {
+                *o = F::f(a[s + i], b[s + i]);
+            }
+        },
+    );
 }
 
 /// `da[i] += ∂f/∂a(a[i], b[i]) · dout[i]`, and likewise for `b` (accumulates).
@@ -75,12 +79,16 @@ fn binary_backward<F: BinaryFn>(
     out: &[f32],
     dout: &[f32],
 ) {
-    for_each_chunk(dinp, |s, piece| {
-        for (i, d) in piece.iter_mut().enumerate() {
-            let j = s + i;
-            *d += partial(a[j], b[j], out[j]) * dout[j];
-        }
-    });
+    for_each_chunk(
+        dinp,
+        #[inline(always)]
+        |s, piece| {
+            for (i, d) in piece.iter_mut().enumerate() {
+                let j = s + i;
+                *d += partial(a[j], b[j], out[j]) * dout[j];
+            }
+        },
+    );
 }
 
 struct BinaryNode<F>(std::marker::PhantomData<F>);

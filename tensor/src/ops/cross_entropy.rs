@@ -24,20 +24,26 @@ fn cross_entropy_forward(
     targets: &[usize],
     v: usize,
 ) {
-    for_each_row_with_cost(lse, 1, v, |r, out| {
-        let row = &logits[r * v..(r + 1) * v];
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        // exps in 8 running sums: vectorises, fixed order
-        let mut acc = [0.0f32; 8];
-        let mut chunks = row.chunks_exact(8);
-        for c in &mut chunks {
-            for k in 0..8 {
-                acc[k] += math::exp(c[k] - m);
+    for_each_row_with_cost(
+        lse,
+        1,
+        v,
+        #[inline(always)]
+        |r, out| {
+            let row = &logits[r * v..(r + 1) * v];
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            // exps in 8 running sums: vectorises, fixed order
+            let mut acc = [0.0f32; 8];
+            let mut chunks = row.chunks_exact(8);
+            for c in &mut chunks {
+                for k in 0..8 {
+                    acc[k] += math::exp(c[k] - m);
+                }
             }
-        }
-        let tail: f32 = chunks.remainder().iter().map(|&x| math::exp(x - m)).sum();
-        out[0] = m + (acc.iter().sum::<f32>() + tail).ln();
-    });
+            let tail: f32 = chunks.remainder().iter().map(|&x| math::exp(x - m)).sum();
+            out[0] = m + (acc.iter().sum::<f32>() + tail).ln();
+        },
+    );
     for (r, loss) in losses.iter_mut().enumerate() {
         *loss = lse[r] - logits[r * v + targets[r]];
     }
@@ -52,13 +58,18 @@ fn cross_entropy_backward(
     v: usize,
     scale: f32,
 ) {
-    for_each_row(dlogits, v, |r, d| {
-        let row = &logits[r * v..(r + 1) * v];
-        for (dj, &x) in d.iter_mut().zip(row) {
-            *dj += math::exp(x - lse[r]) * scale;
-        }
-        d[targets[r]] -= scale;
-    });
+    for_each_row(
+        dlogits,
+        v,
+        #[inline(always)]
+        |r, d| {
+            let row = &logits[r * v..(r + 1) * v];
+            for (dj, &x) in d.iter_mut().zip(row) {
+                *dj += math::exp(x - lse[r]) * scale;
+            }
+            d[targets[r]] -= scale;
+        },
+    );
 }
 
 struct CrossEntropyNode {

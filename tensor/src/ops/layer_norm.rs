@@ -22,6 +22,7 @@ use crate::kernels::parallel::{accumulate_over_rows, for_each_row, for_each_row_
 use crate::tensor::Tensor;
 
 /// One row: returns (μ, r) and writes y. Shapes: out, inp, weight, bias: (C,)
+#[inline(always)]
 fn layer_norm_row(
     out: &mut [f32],
     inp: &[f32],
@@ -49,10 +50,17 @@ fn layer_norm_forward(
     eps: f32,
 ) {
     let c = weight.len();
-    for_each_row_pair(out, c, stats, 2, |r, row, stat| {
-        let (mean, rstd) = layer_norm_row(row, &inp[r * c..(r + 1) * c], weight, bias, eps);
-        (stat[0], stat[1]) = (mean, rstd);
-    });
+    for_each_row_pair(
+        out,
+        c,
+        stats,
+        2,
+        #[inline(always)]
+        |r, row, stat| {
+            let (mean, rstd) = layer_norm_row(row, &inp[r * c..(r + 1) * c], weight, bias, eps);
+            (stat[0], stat[1]) = (mean, rstd);
+        },
+    );
 }
 
 /// `dinp += r·(dn − mean(dn) − n·mean(dn·n))` per row, with dn = dout·w.
@@ -64,38 +72,49 @@ fn layer_norm_backward_input(
     stats: &[f32],
 ) {
     let c = weight.len();
-    for_each_row(dinp, c, |r, dx| {
-        let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
-        let (x, g) = (&inp[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
-        let (mut dn_mean, mut dn_n_mean) = (0.0, 0.0);
-        for i in 0..c {
-            let dn = g[i] * weight[i];
-            dn_mean += dn;
-            dn_n_mean += dn * (x[i] - mean) * rstd;
-        }
-        dn_mean /= c as f32;
-        dn_n_mean /= c as f32;
-        for i in 0..c {
-            let n = (x[i] - mean) * rstd;
-            dx[i] += rstd * (g[i] * weight[i] - dn_mean - n * dn_n_mean);
-        }
-    });
+    for_each_row(
+        dinp,
+        c,
+        #[inline(always)]
+        |r, dx| {
+            let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
+            let (x, g) = (&inp[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
+            let (mut dn_mean, mut dn_n_mean) = (0.0, 0.0);
+            for i in 0..c {
+                let dn = g[i] * weight[i];
+                dn_mean += dn;
+                dn_n_mean += dn * (x[i] - mean) * rstd;
+            }
+            dn_mean /= c as f32;
+            dn_n_mean /= c as f32;
+            for i in 0..c {
+                let n = (x[i] - mean) * rstd;
+                dx[i] += rstd * (g[i] * weight[i] - dn_mean - n * dn_n_mean);
+            }
+        },
+    );
 }
 
 /// `dweight += Σ_rows dout·n`, `dbias += Σ_rows dout` (packed as one [dweight | dbias] buffer).
 fn layer_norm_backward_params(dwb: &mut [f32], dout: &[f32], inp: &[f32], stats: &[f32], c: usize) {
     let rows = dout.len() / c.max(1);
-    accumulate_over_rows(dwb, rows, c, |range, partial| {
-        let (pw, pb) = partial.split_at_mut(c);
-        for r in range {
-            let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
-            for i in 0..c {
-                let g = dout[r * c + i];
-                pw[i] += g * (inp[r * c + i] - mean) * rstd;
-                pb[i] += g;
+    accumulate_over_rows(
+        dwb,
+        rows,
+        c,
+        #[inline(always)]
+        |range, partial| {
+            let (pw, pb) = partial.split_at_mut(c);
+            for r in range {
+                let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
+                for i in 0..c {
+                    let g = dout[r * c + i];
+                    pw[i] += g * (inp[r * c + i] - mean) * rstd;
+                    pb[i] += g;
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 struct LayerNormNode {

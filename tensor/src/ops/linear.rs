@@ -216,13 +216,19 @@ impl Backward for LinearNode {
         );
         // db (OC) = Σ over rows of dy
         if let Some(db) = inputs.get(2).and_then(|b| grads.slot(b)) {
-            accumulate_over_rows(db, n, oc, |rows, partial| {
-                for r in rows {
-                    for (p, g) in partial.iter_mut().zip(&dout[r * oc..(r + 1) * oc]) {
-                        *p += g;
+            accumulate_over_rows(
+                db,
+                n,
+                oc,
+                #[inline(always)]
+                |rows, partial| {
+                    for r in rows {
+                        for (p, g) in partial.iter_mut().zip(&dout[r * oc..(r + 1) * oc]) {
+                            *p += g;
+                        }
                     }
-                }
-            });
+                },
+            );
         }
     }
 }

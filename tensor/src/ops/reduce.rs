@@ -35,31 +35,41 @@ fn reduced_shape(shape: &[usize], d: usize, keepdim: bool) -> Vec<usize> {
 
 /// `out[o, i] = Σⱼ inp[o, j, i]`. Shapes: out (outer, inner), inp (outer, n, inner)
 fn sum_forward(out: &mut [f32], inp: &[f32], n: usize, inner: usize) {
-    for_each_row(out, inner, |o, row| {
-        let block = &inp[o * n * inner..(o + 1) * n * inner];
-        if inner == 1 {
-            row[0] = parallel::sum(block);
-            return;
-        }
-        row.fill(0.0);
-        for xs in block.chunks_exact(inner) {
-            for (r, x) in row.iter_mut().zip(xs) {
-                *r += x;
+    for_each_row(
+        out,
+        inner,
+        #[inline(always)]
+        |o, row| {
+            let block = &inp[o * n * inner..(o + 1) * n * inner];
+            if inner == 1 {
+                row[0] = parallel::sum(block);
+                return;
             }
-        }
-    });
+            row.fill(0.0);
+            for xs in block.chunks_exact(inner) {
+                for (r, x) in row.iter_mut().zip(xs) {
+                    *r += x;
+                }
+            }
+        },
+    );
 }
 
 /// `dinp[o, j, i] += dout[o, i]` for every j.
 fn sum_backward(dinp: &mut [f32], dout: &[f32], n: usize, inner: usize) {
-    for_each_row(dinp, n * inner, |o, block| {
-        let g = &dout[o * inner..(o + 1) * inner];
-        for ds in block.chunks_exact_mut(inner) {
-            for (d, x) in ds.iter_mut().zip(g) {
-                *d += x;
+    for_each_row(
+        dinp,
+        n * inner,
+        #[inline(always)]
+        |o, block| {
+            let g = &dout[o * inner..(o + 1) * inner];
+            for ds in block.chunks_exact_mut(inner) {
+                for (d, x) in ds.iter_mut().zip(g) {
+                    *d += x;
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 struct SumNode {
@@ -128,9 +138,11 @@ impl Backward for SumAllNode {
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
         if let Some(dinp) = grads.slot(&inputs[0]) {
-            parallel::for_each_chunk(dinp, |_, piece| {
-                piece.iter_mut().for_each(|d| *d += dout[0])
-            });
+            parallel::for_each_chunk(
+                dinp,
+                #[inline(always)]
+                |_, piece| piece.iter_mut().for_each(|d| *d += dout[0]),
+            );
         }
     }
 }

@@ -42,27 +42,35 @@ fn softmax_row(out: &mut [f32], inp: &[f32], log: bool) {
 
 /// Rows of length `c`: forward of softmax (or log-softmax).
 fn softmax_forward(out: &mut [f32], inp: &[f32], c: usize, log: bool) {
-    for_each_row(out, c, |r, row| {
-        softmax_row(row, &inp[r * c..(r + 1) * c], log)
-    });
+    for_each_row(
+        out,
+        c,
+        #[inline(always)]
+        |r, row| softmax_row(row, &inp[r * c..(r + 1) * c], log),
+    );
 }
 
 /// Rows of length `c`: `dinp += softmax' · dout`, given the forward output `out`.
 fn softmax_backward(dinp: &mut [f32], out: &[f32], dout: &[f32], c: usize, log: bool) {
-    for_each_row(dinp, c, |r, dx| {
-        let (y, g) = (&out[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
-        if log {
-            let gsum: f32 = g.iter().sum();
-            for i in 0..c {
-                dx[i] += g[i] - math::exp(y[i]) * gsum;
+    for_each_row(
+        dinp,
+        c,
+        #[inline(always)]
+        |r, dx| {
+            let (y, g) = (&out[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
+            if log {
+                let gsum: f32 = g.iter().sum();
+                for i in 0..c {
+                    dx[i] += g[i] - math::exp(y[i]) * gsum;
+                }
+            } else {
+                let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+                for i in 0..c {
+                    dx[i] += y[i] * (g[i] - dot);
+                }
             }
-        } else {
-            let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
-            for i in 0..c {
-                dx[i] += y[i] * (g[i] - dot);
-            }
-        }
-    });
+        },
+    );
 }
 
 struct SoftmaxNode {

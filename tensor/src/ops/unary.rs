@@ -20,11 +20,15 @@ pub(crate) trait UnaryFn: Send + Sync + 'static {
 
 /// `out[i] = f(inp[i])`. Shapes: out, inp: (N,)
 pub(crate) fn unary_forward<U: UnaryFn>(op: &U, out: &mut [f32], inp: &[f32]) {
-    for_each_chunk(out, |start, piece| {
-        for (o, &x) in piece.iter_mut().zip(&inp[start..]) {
-            *o = op.f(x);
-        }
-    });
+    for_each_chunk(
+        out,
+        #[inline(always)]
+        |start, piece| {
+            for (o, &x) in piece.iter_mut().zip(&inp[start..]) {
+                *o = op.f(x);
+            }
+        },
+    );
 }
 
 /// `dinp[i] += f'(inp[i]) · dout[i]` (accumulates; never overwrites).
@@ -35,12 +39,16 @@ pub(crate) fn unary_backward<U: UnaryFn>(
     out: &[f32],
     dout: &[f32],
 ) {
-    for_each_chunk(dinp, |start, piece| {
-        let (x, y, dy) = (&inp[start..], &out[start..], &dout[start..]);
-        for (i, d) in piece.iter_mut().enumerate() {
-            *d += op.df(x[i], y[i]) * dy[i];
-        }
-    });
+    for_each_chunk(
+        dinp,
+        #[inline(always)]
+        |start, piece| {
+            let (x, y, dy) = (&inp[start..], &out[start..], &dout[start..]);
+            for (i, d) in piece.iter_mut().enumerate() {
+                *d += op.df(x[i], y[i]) * dy[i];
+            }
+        },
+    );
 }
 
 /// Saves nothing beyond the input (kept in the grad fn) and reads the output at backward time.
@@ -135,9 +143,11 @@ impl UnaryFn for Powf {
 pub(crate) struct AddScalar(f32);
 impl UnaryFn for AddScalar {
     const NAME: &'static str = "add_scalar";
+    #[inline(always)]
     fn f(&self, x: f32) -> f32 {
         x + self.0
     }
+    #[inline(always)]
     fn df(&self, _x: f32, _y: f32) -> f32 {
         1.0
     }
@@ -147,9 +157,11 @@ impl UnaryFn for AddScalar {
 pub(crate) struct MulScalar(f32);
 impl UnaryFn for MulScalar {
     const NAME: &'static str = "mul_scalar";
+    #[inline(always)]
     fn f(&self, x: f32) -> f32 {
         x * self.0
     }
+    #[inline(always)]
     fn df(&self, _x: f32, _y: f32) -> f32 {
         self.0
     }

@@ -10,22 +10,36 @@
 //! PyTorch equivalent: `torch.nn.functional.dropout(x, p, training)`.
 
 use crate::autograd::{Backward, GradStore};
+use crate::kernels::parallel::for_each_chunk;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 /// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng`.
 fn dropout_forward(out: &mut [f32], mask: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) {
     rng.fill_dropout_mask(mask, p);
-    for ((o, m), &x) in out.iter_mut().zip(mask.iter()).zip(inp) {
-        *o = x * m;
-    }
+    let mask = &*mask;
+    for_each_chunk(
+        out,
+        #[inline(always)]
+        |s, piece| {
+            for ((o, m), &x) in piece.iter_mut().zip(&mask[s..]).zip(&inp[s..]) {
+                *o = x * m;
+            }
+        },
+    );
 }
 
 /// `dinp[i] += dout[i] · mask[i]`.
 fn dropout_backward(dinp: &mut [f32], mask: &[f32], dout: &[f32]) {
-    for ((d, &m), &g) in dinp.iter_mut().zip(mask).zip(dout) {
-        *d += g * m;
-    }
+    for_each_chunk(
+        dinp,
+        #[inline(always)]
+        |s, piece| {
+            for ((d, &m), &g) in piece.iter_mut().zip(&mask[s..]).zip(&dout[s..]) {
+                *d += g * m;
+            }
+        },
+    );
 }
 
 struct DropoutNode {

@@ -5,6 +5,11 @@
 //! thread. Above it, work is cut into pieces of a fixed size that does not depend on the
 //! number of threads, and every output element is written by exactly one piece, so results are
 //! bit-identical whatever `RAYON_NUM_THREADS` is.
+//!
+//! Every piece runs inside [`wide`], so its loop is compiled 16 lanes wide on AVX-512 CPUs —
+//! but only the code inlined into it. Pass the closures of these helpers as
+//! `#[inline(always)] |..| { .. }`: a closure the compiler leaves out of line runs as baseline
+//! SSE code, 4 lanes (the profile showed cross-entropy and GELU backward doing just that).
 
 use rayon::prelude::*;
 

@@ -425,6 +425,21 @@ mod tests {
         (0..n).map(|_| rng.normal()).collect()
     }
 
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    /// Every value within 1e-4 (relative, plus 1e-4 absolute) of the f64 reference.
+    #[track_caller]
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        for (x, y) in got.iter().zip(want) {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{what}: {x} vs {y}"
+            );
+        }
+    }
+
     #[test]
     fn matches_naive_with_transposes_and_beta() {
         let mut rng = Rng::seed(0);
@@ -443,12 +458,7 @@ mod tests {
             let bm = MatRef::row_major(&bt, 0, k).t();
             gemm(m, k, n, 0.5, am, bm, 1.0, &mut c);
             gemm_naive(m, k, n, 0.5, am, bm, 1.0, &mut want);
-            for (x, y) in c.iter().zip(&want) {
-                assert!(
-                    (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
-                    "{m}×{k}×{n}: {x} vs {y}"
-                );
-            }
+            assert_close(&c, &want, &format!("{m}×{k}×{n}"));
         }
     }
 
@@ -471,12 +481,7 @@ mod tests {
                     let (mut c, mut want) = (c0.clone(), c0.clone());
                     gemm_serial(1, k, n, 0.7, am, bm, beta, &mut c);
                     gemm_naive(1, k, n, 0.7, am, bm, beta, &mut want);
-                    for (x, y) in c.iter().zip(&want) {
-                        assert!(
-                            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
-                            "1×{k}×{n} beta {beta}: {x} vs {y}"
-                        );
-                    }
+                    assert_close(&c, &want, &format!("1×{k}×{n} beta {beta}"));
                 }
             }
         }
@@ -512,12 +517,7 @@ mod tests {
                 gemm(m, k, n, 0.5, am, bm, 0.0, &mut want);
                 let got = pool.install(|| gemm_new(m, k, n, 0.5, am, bm));
                 assert_eq!(got.len(), m * n);
-                assert!(
-                    got.iter()
-                        .zip(&want)
-                        .all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "{m}×{k}×{n}"
-                );
+                assert!(same_bits(&got, &want), "{m}×{k}×{n}");
             }
         }
     }
@@ -551,10 +551,7 @@ mod tests {
         };
         let one = run(1);
         for t in [2, 3] {
-            assert!(run(t)
-                .iter()
-                .zip(&one)
-                .all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert!(same_bits(&run(t), &one), "{t} threads");
         }
     }
 

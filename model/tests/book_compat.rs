@@ -1,10 +1,10 @@
 //! With PyTorch's random stream (`Context::book_compat`), the chapter-3 and chapter-4 demos
 //! print the book's numbers. Expected values are the book's printouts (4 decimals).
 
-use model::attention::simplified::your_journey_inputs;
-use model::attention::{CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper};
-use model::attention::{SelfAttentionV1, SelfAttentionV2};
-use model::Context;
+use scratchgpt_model::attention::simplified::your_journey_inputs;
+use scratchgpt_model::attention::{CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper};
+use scratchgpt_model::attention::{SelfAttentionV1, SelfAttentionV2};
+use scratchgpt_model::Context;
 use tensor::{Rng, Tensor};
 
 #[track_caller]
@@ -103,7 +103,7 @@ fn section_3_6_multi_head_attention_seed_123() {
 /// The book's `ExampleDeepNeuralNetwork` (section 4.4): five `Linear` + GELU layers, with or
 /// without shortcut connections; returns each layer's mean absolute weight gradient.
 fn shortcut_demo(use_shortcut: bool) -> Vec<f32> {
-    use model::linear::Linear;
+    use scratchgpt_model::linear::Linear;
     let ctx = Context::book_compat(123);
     let sizes = [3, 3, 3, 3, 3, 1];
     let layers: Vec<Linear> = sizes

@@ -6,8 +6,10 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use model::weights::{load_model_with, save_model, LoadOptions, CONFIG_FILE, WEIGHTS_FILE};
-use model::{Context, GptConfig, GptModel};
+use scratchgpt_model::weights::{
+    load_model_with, save_model, LoadOptions, CONFIG_FILE, WEIGHTS_FILE,
+};
+use scratchgpt_model::{Context, GptConfig, GptModel};
 use tensor::Rng;
 
 fn tmp(name: &str) -> PathBuf {

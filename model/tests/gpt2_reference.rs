@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use model::weights::load_model;
-use model::Context;
+use scratchgpt_model::weights::load_model;
+use scratchgpt_model::Context;
 
 #[test]
 fn numpy_reference_gpt2_logits_match() {

@@ -1,6 +1,6 @@
 //! Prints this machine's measured peak f32 FLOP/s (FMA loop), one core and all cores.
 //! `cargo run --release -p scratchgpt-tensor --example peak_flops`
-use tensor::kernels::peak;
+use scratchgpt_tensor::kernels::peak;
 
 fn main() {
     println!(

@@ -1,6 +1,6 @@
 //! Reverse-mode automatic differentiation.
 //!
-//! Every op that takes a tensor requiring gradients records a [`GradFn`] on its result: the
+//! Every op that takes a tensor requiring gradients records a grad fn on its result: the
 //! inputs plus a [`Backward`] rule. Calling [`Tensor::backward`] on a scalar loss then:
 //!
 //! 1. **Collects** every tensor the loss depends on (an explicit stack, no recursion, so deep
@@ -19,6 +19,39 @@
 //! Gradients during backward are plain `Vec<f32>` buffers in a [`GradStore`], one per tensor,
 //! contiguous in that tensor's shape. The backward pass builds no graph of its own, so
 //! higher-order gradients are not supported (GPT training does not need them).
+//!
+//! # Adding an op of your own
+//! [`Backward`], [`GradStore`] and [`Tensor::from_op`] are public, so an op can live outside this
+//! crate and still take part in backward exactly like the built-in ones: compute the output
+//! values, then hand `from_op` the inputs and a struct implementing [`Backward`] that adds each
+//! input's gradient into the store. `examples/custom_op.rs` (in the workspace root) does this
+//! for the softplus function and checks it with [`crate::testing::gradcheck`]:
+//!
+//! ```
+//! use scratchgpt_tensor::autograd::{Backward, GradStore};
+//! use scratchgpt_tensor::Tensor;
+//!
+//! /// y = x³, dy/dx = 3x².
+//! struct Cube;
+//! impl Backward for Cube {
+//!     fn name(&self) -> &'static str {
+//!         "cube"
+//!     }
+//!     fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
+//!         let x = inputs[0].to_vec();
+//!         if let Some(dx) = grads.slot(&inputs[0]) {
+//!             for i in 0..dx.len() {
+//!                 dx[i] += 3.0 * x[i] * x[i] * dout[i]; // accumulate, never overwrite
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).requires_grad();
+//! let y = Tensor::from_op(x.to_vec().iter().map(|v| v * v * v).collect(), x.shape(), &[&x], || Cube);
+//! y.sum_all().backward();
+//! assert_eq!(x.grad().unwrap().to_vec(), vec![3.0, 12.0]);
+//! ```
 
 use std::cell::Cell;
 use std::collections::hash_map::Entry;
@@ -29,8 +62,9 @@ use crate::tensor::Tensor;
 
 /// The backward rule of one op. `backward` receives the op's inputs, its output and the
 /// gradient of the loss with respect to that output (`dout`, contiguous, the output's shape),
-/// and adds each input's gradient into `grads`.
-pub(crate) trait Backward: Send + Sync {
+/// and adds each input's gradient into `grads`. Implement it (with [`Tensor::from_op`]) to add
+/// a differentiable op from outside this crate; see the module docs.
+pub trait Backward: Send + Sync {
     /// The op's name, shown in debug output and panics.
     fn name(&self) -> &'static str;
     fn backward(&self, inputs: &[Tensor], out: &Tensor, dout: &[f32], grads: &mut GradStore);
@@ -42,8 +76,9 @@ pub(crate) struct GradFn {
     pub op: Box<dyn Backward>,
 }
 
-/// Gradient buffers by tensor id during one backward pass.
-pub(crate) struct GradStore {
+/// Gradient buffers by tensor id during one backward pass: what a [`Backward`] rule adds its
+/// inputs' gradients into. Buffers are contiguous in the tensor's shape.
+pub struct GradStore {
     map: HashMap<u64, Vec<f32>>,
 }
 
@@ -133,7 +168,7 @@ pub struct NoGradGuard {
 /// Disables gradient recording until the returned guard is dropped.
 ///
 /// ```
-/// # use tensor::{no_grad, Tensor};
+/// # use scratchgpt_tensor::{no_grad, Tensor};
 /// let w = Tensor::ones(&[2]).requires_grad();
 /// let y = {
 ///     let _guard = no_grad();

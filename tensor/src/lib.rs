@@ -23,7 +23,7 @@
 //!    differences.
 //!
 //! ```
-//! use tensor::Tensor;
+//! use scratchgpt_tensor::Tensor;
 //! // y = w·x + b, loss = y²; at w = 2, x = 3, b = 1: y = 7,
 //! // dloss/dw = 2y·x = 42, dloss/db = 2y = 14.
 //! let w = Tensor::scalar(2.0).requires_grad();
@@ -58,3 +58,9 @@ pub use layout::{broadcast_shapes, contiguous_strides};
 pub use optim::{AdamW, Optimizer, Sgd};
 pub use rng::Rng;
 pub use tensor::{live_tensors, Tensor, Values};
+
+/// The README's Rust code blocks, compiled and run as doc tests of this crate (so the "use it as
+/// a library" program there always builds against the current API).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

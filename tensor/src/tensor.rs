@@ -184,15 +184,24 @@ impl Tensor {
         Tensor::new_inner(self.storage(), self.0.layout.clone(), false, None)
     }
 
-    /// Builds an op's result. The grad fn is made (and its inputs kept alive) only if gradients
-    /// are enabled and some input requires them, so inference pays nothing for autograd.
-    pub(crate) fn from_op<B: Backward + 'static>(
+    /// Builds an op's result from its values (row-major, `shape`), the tensors it was computed
+    /// from and its backward rule. The rule is made (and the inputs kept alive) only if
+    /// gradients are enabled and some input requires them, so inference pays nothing for
+    /// autograd. This is how every op is built, and how to add one of your own: see
+    /// [`crate::autograd`].
+    #[track_caller]
+    pub fn from_op<B: Backward + 'static>(
         data: Vec<f32>,
         shape: &[usize],
         inputs: &[&Tensor],
         backward: impl FnOnce() -> B,
     ) -> Tensor {
-        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        assert_eq!(
+            data.len(),
+            shape.iter().product::<usize>(),
+            "from_op: {} values for shape {shape:?}",
+            data.len()
+        );
         Tensor::with_grad_fn(Arc::new(data), Layout::contiguous(shape), inputs, backward)
     }
 

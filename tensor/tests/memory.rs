@@ -2,7 +2,7 @@
 //! two-layer network leave the number of live tensors and the process's memory flat.
 //! (Its own test binary, so no other test allocates alongside it.)
 
-use tensor::{live_tensors, AdamW, Optimizer, Rng, Tensor};
+use scratchgpt_tensor::{live_tensors, AdamW, Optimizer, Rng, Tensor};
 
 /// Resident set size in bytes, from /proc (Linux); None elsewhere.
 fn rss_bytes() -> Option<usize> {

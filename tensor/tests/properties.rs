@@ -2,7 +2,7 @@
 //! back to each operand's shape; views agree with copies; results do not depend on the
 //! number of threads.
 
-use tensor::{broadcast_shapes, Rng, Tensor};
+use scratchgpt_tensor::{broadcast_shapes, Rng, Tensor};
 
 /// A random shape of 0–4 axes with sizes 1–4.
 fn random_shape(rng: &mut Rng) -> Vec<usize> {
@@ -91,11 +91,11 @@ fn losses_are_bit_identical_across_thread_counts() {
                 .mul_scalar(0.05)
                 .requires_grad();
             let x = Tensor::randn(&[4, 64, 256], &mut rng);
-            let mut opt = tensor::AdamW::new(vec![w.clone()], 1e-2, 0.1);
+            let mut opt = scratchgpt_tensor::AdamW::new(vec![w.clone()], 1e-2, 0.1);
             let targets: Vec<usize> = (0..256).map(|i| (i * 7) % 512).collect();
             (0..3)
                 .map(|_| {
-                    use tensor::Optimizer;
+                    use scratchgpt_tensor::Optimizer;
                     opt.zero_grad();
                     let logits = x.matmul(&w).gelu();
                     let loss = logits

@@ -4,9 +4,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use scratchgpt_train::tokenizer::files::from_files;
+use scratchgpt_train::Tokenizer;
 use tensor::Rng;
-use train::tokenizer::files::from_files;
-use train::Tokenizer;
 
 /// Random text mixing ASCII, whitespace runs, punctuation, accents, CJK, emoji, the special
 /// marker and arbitrary Unicode scalar values.

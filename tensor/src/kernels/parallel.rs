@@ -61,7 +61,7 @@ pub fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
 }
 
 /// Calls `f(row_index, row)` for every row of length `row_len` in `out`. Rows are grouped so
-/// that each parallel task has at least about [`CHUNK`] elements; each row is handled whole by
+/// that each parallel task has at least about `CHUNK` (16K) elements; each row is handled whole by
 /// one thread.
 pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     for_each_row_with_cost(out, row_len, row_len, f)

@@ -2,7 +2,7 @@
 //!
 //! A *view* (`reshape` of a contiguous tensor, `permute`, `transpose`, `narrow`, `split`,
 //! `broadcast_to`, `unsqueeze`, `squeeze`) shares the input's storage and only changes the
-//! [`Layout`]. Its backward is always the same: every output element came from one input
+//! `Layout` (shape, strides and offset). Its backward is always the same: every output element came from one input
 //! position, so the output gradient is *added* back at that position. One rule covers them
 //! all: describe the view as a layout over the input's contiguous gradient buffer (`rel`) and
 //! scatter-add through it. Broadcasting reads one position many times (stride 0), so the add

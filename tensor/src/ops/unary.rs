@@ -1,7 +1,7 @@
 //! Element-wise functions of one tensor: `y[i] = f(x[i])`.
 //!
 //! Backward is the chain rule one element at a time: `dx[i] += f'(x[i]) · dy[i]`.
-//! Each function below is written once as a [`UnaryFn`]: its value and its derivative side by
+//! Each function below is written once as a `UnaryFn`: its value and its derivative side by
 //! side. The derivative may use the input `x` or the output `y`, whichever is simpler
 //! (for `exp`, `y' = y`; for `tanh`, `y' = 1 − y²`).
 

@@ -6,7 +6,7 @@
 //!
 //! - [`Tokenizer::gpt2`]: GPT-2's byte-pair encoding (BPE, section 2.5), giving the same ids as
 //!   OpenAI's `tiktoken` `gpt2` encoding, with `<|endoftext|>` = 50256. The rank table comes
-//!   from the `tiktoken-rs` crate, which ships it; the merge loop is [`bpe_merge`] below.
+//!   from the `tiktoken-rs` crate, which ships it; the merge loop is `bpe_merge` below.
 //! - [`Tokenizer::train_bpe`]: a BPE vocabulary learned from your own text (the book's "BPE
 //!   from scratch" bonus), see [`trainer`].
 //! - [`Tokenizer::bytes`]: one id per byte (256 ids, plus `<|endoftext|>`), for the smallest

@@ -113,10 +113,15 @@ fn main() {
     let batch = Tensor::concat(&[&inputs.unsqueeze(0), &inputs.unsqueeze(0)], 0);
     let c123 = ctx(123);
     let ca = CausalAttention::new(3, 2, 6, 0.0, false, &c123);
+    let context_vecs = ca.forward(&batch);
     println!(
-        "3.5.3 CausalAttention on a batch {:?} -> {:?}",
+        "3.5.3 CausalAttention on a batch {:?} -> context vectors {:?}",
         batch.shape(),
-        ca.forward(&batch).shape()
+        context_vecs.shape()
+    );
+    show(
+        "      the first sequence's context vectors (book, first row: [-0.4519, 0.2216])",
+        &context_vecs.narrow(0, 0, 1).squeeze(0),
     );
 
     // 3.6 multi-head attention

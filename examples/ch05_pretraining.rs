@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| train::corpus::DEFAULT_CORPUS.to_string());
     let settings = TrainSettings::preset("book-ch5")?;
     let tok = train::Tokenizer::gpt2()?;
-    let (train_loader, val_loader) = make_loaders(&text, &settings, &tok)?;
+    let (train_loader, val_loader) = make_loaders(&text, "the-verdict.txt", &settings, &tok)?;
     println!(
         "5.1  characters: {}, tokens: {}",
         text.chars().count(),
@@ -61,11 +61,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     #[allow(clippy::approx_constant)] // 6.28 is a logit from the book, not 2π
     let logits: [f32; 9] = [4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79];
-    let greedy = Sampling::greedy();
     let best = (0..9)
         .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
         .unwrap();
-    println!("5.3  greedy next token: {} ({greedy:?})", vocab[best]);
+    println!(
+        "5.3  greedy next token (temperature 0: the most likely one): {}",
+        vocab[best]
+    );
     for t in [1.0, 0.1, 5.0] {
         let p = next_token_probabilities(
             &logits,

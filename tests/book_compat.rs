@@ -57,7 +57,7 @@ fn chapter_5_initial_losses_match_the_book() {
         book_compat: true,
         ..TrainSettings::preset("book-ch5").unwrap()
     };
-    let (train, val) = make_loaders(&text, &settings, &tok).unwrap();
+    let (train, val) = make_loaders(&text, "the-verdict.txt", &settings, &tok).unwrap();
     let model = gpt2_small(256);
     let train_loss = evaluate(&model, &train, usize::MAX);
     let val_loss = evaluate(&model, &val, usize::MAX);
@@ -128,6 +128,9 @@ fn chapter_5_training_follows_the_books_first_evaluation_points() {
         (5.961, 6.616),
     ];
     assert_eq!(r.history.len(), 4);
+    // our step numbers count the steps done: the book's 0-based "Step 000000" is our step 1
+    let steps: Vec<usize> = r.history.iter().map(|r| r.step).collect();
+    assert_eq!(steps, [1, 6, 11, 16]);
     for (rec, (t, v)) in r.history.iter().zip(book) {
         // the book prints 3 decimals
         assert!(

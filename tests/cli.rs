@@ -123,8 +123,14 @@ fn bad_training_inputs_give_one_clear_line_and_write_nothing() {
             "missing.txt",
         ),
         (vec!["--data".into(), p(&dir)], "is a directory"),
-        (vec!["--data".into(), p(&empty)], "empty"),
-        (vec!["--data".into(), p(&short)], "too short"),
+        (
+            vec!["--data".into(), p(&empty)],
+            "empty.txt: the file is empty",
+        ),
+        (
+            vec!["--data".into(), p(&short)],
+            "short.txt: the training part",
+        ),
         (vec!["--data".into(), p(&binary)], "not valid UTF-8"),
         (vec!["--preset".into(), "gpt5".into()], "unknown preset"),
         (
@@ -180,20 +186,14 @@ fn bad_training_inputs_give_one_clear_line_and_write_nothing() {
         ),
     ];
     for (extra, needle) in cases {
-        let mut args: Vec<String> = vec![
-            "train".into(),
-            "--out".into(),
-            out_s.into(),
-            "--max-steps".into(),
-            "2".into(),
-        ];
+        let mut args: Vec<String> = vec!["train".into(), "--max-steps".into(), "2".into()];
+        if !extra.contains(&"--resume".to_string()) {
+            args.extend(["--out".into(), out_s.into()]);
+        }
         args.extend(extra.iter().cloned());
         let r = bin().args(&args).output().unwrap();
         assert_one_line_error(&r, needle);
-        assert!(
-            !out.join("latest").exists() && !out.join("checkpoints").exists(),
-            "{extra:?} left a checkpoint"
-        );
+        assert!(!out.exists(), "{extra:?} left a run directory behind");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -260,5 +260,409 @@ fn bad_generate_and_eval_inputs_give_one_clear_line() {
         &run(&["eval", "--checkpoint", m, "--data", short.to_str().unwrap()]),
         "no such directory",
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `train` with the small model in `cwd`, returning its output.
+fn train_in(cwd: &Path, extra: &[&str]) -> Output {
+    bin()
+        .current_dir(cwd)
+        .arg("train")
+        .args(common::SMALL_MODEL)
+        .args(extra)
+        .output()
+        .expect("binary runs")
+}
+
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn latest_step(run: &Path) -> usize {
+    let ckpt = run.join(std::fs::read_to_string(run.join("latest")).unwrap().trim());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ckpt.join("trainer_state.json")).unwrap()).unwrap();
+    state["step"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn runs_get_their_own_directories_and_never_overwrite_each_other() {
+    let dir = tmp("rundirs");
+    // two plain runs: two numbered directories, runs/latest at the newer
+    for _ in 0..2 {
+        assert_ok(&train_in(&dir, &["--max-steps", "2", "--quiet"]));
+    }
+    let runs = dir.join("runs");
+    assert!(runs.join("run-0001/latest").is_file() && runs.join("run-0002/latest").is_file());
+    assert_eq!(
+        std::fs::read_link(runs.join("latest")).unwrap(),
+        Path::new("run-0002")
+    );
+    assert!(
+        runs.join("latest/metrics.csv").is_file(),
+        "the link resolves"
+    );
+
+    // --out on an existing run is refused, and leaves it as it was
+    let first = runs.join("run-0001");
+    let metrics = std::fs::read(first.join("metrics.csv")).unwrap();
+    let r = train_in(&dir, &["--out", "runs/run-0001", "--max-steps", "3"]);
+    assert_one_line_error(&r, "already holds a run (at step 2)");
+    let msg = String::from_utf8_lossy(&r.stderr);
+    assert!(msg.contains("--resume") && msg.contains("--force"), "{msg}");
+    assert_eq!(std::fs::read(first.join("metrics.csv")).unwrap(), metrics);
+    assert_eq!(latest_step(&first), 2);
+
+    // --force whose new run fails before its first checkpoint: the old run is put back
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "too short").unwrap();
+    let r = train_in(
+        &dir,
+        &[
+            "--out",
+            "runs/run-0001",
+            "--force",
+            "--data",
+            short.to_str().unwrap(),
+        ],
+    );
+    assert_one_line_error(&r, "too short");
+    assert_eq!(std::fs::read(first.join("metrics.csv")).unwrap(), metrics);
+    assert_eq!(latest_step(&first), 2);
+
+    // --force that succeeds replaces the old run: only the new run's checkpoints are left
+    let r = train_in(
+        &dir,
+        &[
+            "--out",
+            "runs/run-0001",
+            "--force",
+            "--max-steps",
+            "3",
+            "--quiet",
+        ],
+    );
+    assert_ok(&r);
+    assert_eq!(latest_step(&first), 3);
+    let names: Vec<String> = std::fs::read_dir(first.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["step-00000003"], "old checkpoints are gone");
+    assert!(std::fs::read_dir(&first).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.')));
+
+    // contradictory or incomplete combinations are usage errors (exit 2)
+    for args in [
+        &["--force"][..],
+        &["--out", "x", "--resume", "runs/run-0002"],
+        &["--constant-lr", "--min-lr", "1e-5"],
+    ] {
+        let r = train_in(&dir, args);
+        assert_one_line_error(&r, "");
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+    }
+    assert_one_line_error(
+        &train_in(&dir, &["--lr", "1e-4", "--min-lr", "1e-3", "--out", "y"]),
+        "--min-lr",
+    );
+    assert!(!dir.join("x").exists() && !dir.join("y").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_continues_in_place_and_finds_its_data_again() {
+    let dir = tmp("resume");
+    let data = dir.join("story.txt");
+    std::fs::write(&data, train::corpus::DEFAULT_CORPUS).unwrap();
+    let run = dir.join("run");
+    let (d, o) = (data.to_str().unwrap(), run.to_str().unwrap());
+    assert_ok(&train_in(
+        &dir,
+        &["--data", d, "--out", o, "--max-steps", "3", "--quiet"],
+    ));
+    // no --data, no --out: it continues in place, from another working directory
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let r = bin()
+        .current_dir(&elsewhere)
+        .args(["train", "--resume", o, "--max-steps", "5", "--quiet"])
+        .output()
+        .unwrap();
+    assert_ok(&r);
+    assert_eq!(latest_step(&run), 5);
+    assert!(!elsewhere.join("runs").exists(), "wrote nowhere else");
+
+    // a finished run says so and fails, unless the limits are raised
+    let r = bin().args(["train", "--resume", o]).output().unwrap();
+    assert_one_line_error(&r, "already finished (5 steps done");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--max-steps"));
+
+    // the data moved: named in the error, and found again with --data
+    let moved = dir.join("moved.txt");
+    std::fs::rename(&data, &moved).unwrap();
+    let r = bin()
+        .args(["train", "--resume", o, "--max-steps", "6"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&r, "story.txt");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--data"));
+    let m = moved.to_str().unwrap();
+    let r = bin()
+        .args([
+            "train",
+            "--resume",
+            o,
+            "--max-steps",
+            "6",
+            "--data",
+            m,
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&r);
+    assert_eq!(latest_step(&run), 6);
+    // ... and remembered there for the next resume
+    let r = bin()
+        .args(["train", "--resume", o, "--max-steps", "7", "--quiet"])
+        .output()
+        .unwrap();
+    assert_ok(&r);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn console_csv_and_checkpoints_count_steps_alike_and_samples_show_newlines() {
+    let dir = tmp("steps");
+    let data = dir.join("lines.txt");
+    std::fs::write(&data, "one line\nand the next\n".repeat(200)).unwrap();
+    let out = dir.join("run");
+    let r = train_in(
+        &dir,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-steps",
+            "6",
+            "--eval-freq",
+            "5",
+            "--epochs",
+            "1",
+            "--start-context",
+            "one",
+        ],
+    );
+    assert_ok(&r);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        stdout.contains("(Step 000001)") && stdout.contains("(Step 000006)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("memory: about"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let steps: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["1", "6"]);
+    assert_eq!(latest_step(&out), 6);
+    // with 1 epoch of many batches the epoch does not end within 6 steps; train one to the end
+    let r = train_in(
+        &dir,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            dir.join("sample").to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--start-context",
+            "one",
+        ],
+    );
+    assert_ok(&r);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let sample = stdout
+        .lines()
+        .find(|l| l.starts_with("Ep 1 sample:"))
+        .unwrap();
+    assert!(
+        !sample.contains("  "),
+        "newlines are not runs of spaces: {sample}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_documents_every_flag_with_its_default() {
+    let top = run(&["--help"]);
+    assert!(String::from_utf8_lossy(&top.stdout).contains("130 interrupted"));
+    for sub in ["train", "generate", "eval"] {
+        let out = run(&[sub, "--help"]);
+        assert_ok(&out);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Exit status"), "{sub}: {help}");
+        let flags: Vec<&str> = help
+            .lines()
+            .filter(|l| l.trim_start().starts_with("--"))
+            .collect();
+        assert!(flags.len() >= 3, "{sub}: {help}");
+        for line in flags {
+            let (flag, text) = line.trim_start().split_once("  ").unwrap_or((line, ""));
+            assert!(!text.trim().is_empty(), "{sub} {flag} has no description");
+            let takes_value = flag.contains('<');
+            let required = ["--checkpoint", "--prompt"]
+                .iter()
+                .any(|r| flag.starts_with(r))
+                || (sub == "eval" && flag.starts_with("--data"));
+            if takes_value && !required {
+                assert!(
+                    text.contains("[default"),
+                    "{sub} {flag} shows no default: {text}"
+                );
+            }
+        }
+    }
+    // the preset values come from the presets themselves
+    let help = String::from_utf8_lossy(&run(&["train", "--help"]).stdout).into_owned();
+    let lr = help.lines().find(|l| l.contains("--lr <X>")).unwrap();
+    assert!(
+        lr.contains("quickstart") && lr.contains("1e-3") && lr.contains("book-ch5: 4e-4"),
+        "{lr}"
+    );
+}
+
+#[test]
+fn generate_refuses_sampling_flags_when_greedy_and_says_when_it_crops_the_prompt() {
+    let dir = tmp("crop");
+    let out = dir.join("run");
+    assert_ok(&train_in(
+        &dir,
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--max-steps",
+            "1",
+            "--quiet",
+        ],
+    ));
+    let o = out.to_str().unwrap();
+    assert_one_line_error(
+        &run(&[
+            "generate",
+            "--checkpoint",
+            o,
+            "--prompt",
+            "hi",
+            "--top-k",
+            "5",
+        ]),
+        "--top-k has no effect with --temperature 0",
+    );
+    let long = "x".repeat(100); // 100 byte tokens, context 32
+    let r = run(&[
+        "generate",
+        "--checkpoint",
+        o,
+        "--prompt",
+        &long,
+        "--max-new-tokens",
+        "2",
+    ]);
+    assert_ok(&r);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains("the prompt is 100 tokens, more than the model's context of 32"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The memory estimate printed before training is within 25% of the measured peak resident
+/// memory of the same run (read from the kernel with wait4 for this one child).
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_estimate_matches_the_measured_peak() {
+    let dir = tmp("memory");
+    let log = dir.join("stdout.txt");
+    let mut child = bin()
+        .args([
+            "train",
+            "--tokenizer",
+            "bytes",
+            "--emb-dim",
+            "128",
+            "--n-layers",
+            "4",
+        ])
+        .args([
+            "--n-heads",
+            "4",
+            "--context-length",
+            "256",
+            "--batch-size",
+            "4",
+        ])
+        .args(["--stride", "64", "--max-steps", "2", "--eval-iter", "1"])
+        .args(["--out", dir.join("run").to_str().unwrap()])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for this child, which we reap here
+    // instead of through `Child::wait`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert_eq!(status, 0, "training failed");
+    let _ = child.try_wait();
+    let peak_mb = usage.ru_maxrss as f64 / 1000.0; // kB
+    let stdout = std::fs::read_to_string(&log).unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("memory: about"))
+        .unwrap();
+    let mut words = line.split_whitespace().skip(2);
+    let (value, unit) = (words.next().unwrap(), words.next().unwrap());
+    let est_mb = value.parse::<f64>().unwrap() * if unit == "GB" { 1000.0 } else { 1.0 };
+    assert_eq!(unit, "MB", "{line}");
+    let ratio = est_mb / peak_mb;
+    assert!(
+        (0.75..=1.25).contains(&ratio),
+        "estimate {est_mb} MB vs peak {peak_mb} MB: {line}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_model_too_large_for_memory_is_one_line_not_an_abort() {
+    // under a 3 GB address-space limit, a 1.2-billion-parameter model cannot fit
+    let dir = tmp("toolarge");
+    let out = dir.join("run");
+    let cmd = format!(
+        "ulimit -v 3000000 && exec {} train --emb-dim 2048 --n-layers 24 --n-heads 16 --out {}",
+        env!("CARGO_BIN_EXE_scratchgpt"),
+        out.display()
+    );
+    let r = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    assert_one_line_error(&r, "this model needs about");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("ulimit -v"));
+    assert_eq!(r.status.code(), Some(1));
+    assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -30,6 +30,7 @@ pub mod gpt;
 pub mod layer_norm;
 pub mod linear;
 pub mod loss;
+pub mod memory;
 pub mod module;
 pub mod testing;
 pub mod weights;

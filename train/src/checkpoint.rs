@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use model::memory::MemoryEstimate;
 use model::weights::{self, write_atomically, write_safetensors, LoadOptions, TensorToWrite};
 use model::{Context, GptModel, Module};
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -57,6 +58,10 @@ pub struct TrainerState {
     pub data_fingerprint: String,
     pub history: Vec<MetricRecord>,
     pub elapsed_secs: f64,
+    /// The text files the run trains on (absolute paths; empty for the built-in corpus), so
+    /// `--resume` needs no `--data`. `None` in checkpoints of versions that did not record them.
+    #[serde(default)]
+    pub data_files: Option<Vec<PathBuf>>,
 }
 
 /// FNV-1a over the token ids: a cheap fingerprint of a dataset.
@@ -111,6 +116,9 @@ pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
 /// or a Hugging Face GPT-2 directory (GPT-2 tokenizer unless it carries its own files).
 pub fn load_for_inference(path: &Path, ctx: &Context) -> Result<(GptModel, Tokenizer), TrainError> {
     let dir = resolve(path)?;
+    let cfg = weights::read_config(&dir.join(weights::CONFIG_FILE))?;
+    let need = MemoryEstimate::inference(&cfg, 1);
+    crate::memory::check_fits(&need, &format!("the model in {}", dir.display()))?;
     let model = weights::load_model_with(&dir, ctx, LoadOptions { check_finite: true })?;
     let tokenizer = Tokenizer::load(&dir)?;
     if tokenizer.vocab_size() != model.cfg.vocab_size {
@@ -136,6 +144,28 @@ pub struct Resumed {
 /// Loads a checkpoint written by [`save`] for `--resume`.
 pub fn load_for_resume(path: &Path, ctx: &Context) -> Result<Resumed, TrainError> {
     let dir = resolve(path)?;
+    let state = read_state(&dir)?;
+    let (model, tokenizer) = load_for_inference(&dir, ctx)?;
+    if model.cfg != state.settings.model_config(tokenizer.vocab_size()) {
+        return Err(TrainError(format!(
+            "{}: config.json disagrees with the run's settings",
+            dir.display()
+        )));
+    }
+    let mut optimizer = new_optimizer(&model, &state.settings);
+    read_optimizer(&dir.join(OPTIMIZER_FILE), &model, &mut optimizer)?;
+    optimizer.t = state.adam_t;
+    Ok(Resumed {
+        model,
+        tokenizer,
+        optimizer,
+        state,
+        dir,
+    })
+}
+
+/// The trainer state of the checkpoint directory `dir` (see [`resolve`]).
+pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
     let state_path = dir.join(STATE_FILE);
     if !state_path.is_file() {
         return Err(TrainError(format!(
@@ -157,23 +187,7 @@ pub fn load_for_resume(path: &Path, ctx: &Context) -> Result<Resumed, TrainError
             state.version
         )));
     }
-    let (model, tokenizer) = load_for_inference(&dir, ctx)?;
-    if model.cfg != state.settings.model_config(tokenizer.vocab_size()) {
-        return Err(TrainError(format!(
-            "{}: config.json disagrees with the run's settings",
-            dir.display()
-        )));
-    }
-    let mut optimizer = new_optimizer(&model, &state.settings);
-    read_optimizer(&dir.join(OPTIMIZER_FILE), &model, &mut optimizer)?;
-    optimizer.t = state.adam_t;
-    Ok(Resumed {
-        model,
-        tokenizer,
-        optimizer,
-        state,
-        dir,
-    })
+    Ok(state)
 }
 
 /// AdamW over the model's parameters in `named_parameters` order, as the settings say.

@@ -6,6 +6,11 @@
 //! validation data with dropout off; after every epoch, print a greedy sample from a fixed
 //! prompt. Everything random (initial weights, shuffling, dropout) comes from one generator
 //! seeded by `--seed`, saved in checkpoints, so a run can be repeated and resumed exactly.
+//!
+//! **Step numbers** count optimizer steps done: "Step 1" is the state after the first update,
+//! in the console, in `metrics.csv`, in checkpoint names (`step-00000001`) and in the README
+//! alike. (The book prints the 0-based index of the step just taken, so its "Step 000000" is
+//! our step 1.)
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -21,14 +26,24 @@ use tensor::{no_grad, AdamW, Optimizer, Rng, Tensor};
 use crate::checkpoint::{self, fingerprint, TrainerState};
 use crate::data::{split_text, DataLoader, TokenWindows};
 use crate::error::{io_error, TrainError};
+use crate::memory::check_fits;
 use crate::metrics::{loss_plot_svg, to_csv, MetricRecord};
 use crate::settings::{TokenizerSpec, TrainSettings};
 use crate::tokenizer::Tokenizer;
+use model::memory::MemoryEstimate;
 
 /// How a run is carried out (as opposed to what is trained: [`TrainSettings`]).
 #[derive(Clone, Default)]
 pub struct RunOptions {
+    /// The run's directory (checkpoints, metrics, plot). The command line prepares it so that
+    /// it never holds another run: see [`crate::run_dir`].
     pub out_dir: PathBuf,
+    /// The text files trained on, stored in checkpoints so `--resume` finds them again (empty:
+    /// the built-in corpus; `None`: not known). Also names the data in messages.
+    pub data_files: Option<Vec<PathBuf>>,
+    /// Called after every checkpoint is written (the command line uses the first to finish
+    /// replacing an old run and to move `runs/latest`).
+    pub on_checkpoint: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Continue the run saved in this directory.
     pub resume: Option<PathBuf>,
     /// With `resume`: new limits replacing the saved ones.
@@ -79,10 +94,25 @@ impl Reporter {
     }
 }
 
-/// Builds the tokenizer a run asks for (learning a BPE from `train_text` if needed).
+/// How messages name a run's data: its files, or the built-in corpus.
+pub fn describe_data(files: Option<&[PathBuf]>) -> String {
+    match files {
+        Some([]) => "the built-in corpus".to_string(),
+        Some(files) => files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "the data".to_string(),
+    }
+}
+
+/// Builds the tokenizer a run asks for (learning a BPE from `train_text`, the training part of
+/// `data`, if needed).
 pub fn build_tokenizer(
     spec: &TokenizerSpec,
     train_text: &str,
+    data: &str,
     report: impl Fn(&str),
 ) -> Result<Tokenizer, TrainError> {
     Ok(match spec {
@@ -110,19 +140,28 @@ pub fn build_tokenizer(
                 b.finish_and_clear();
             }
             report(&format!(
-                "learned a BPE vocabulary of {} tokens from {} bytes in {:.1}s",
+                "learned a BPE vocabulary of {} tokens from the {} bytes of training text in {data} in {:.1}s",
                 tok.vocab_size(),
                 train_text.len(),
                 t.elapsed().as_secs_f64()
             ));
+            if tok.vocab_size() < *n {
+                report(&format!(
+                    "warning: {data} has too little text for a vocabulary of {n}: its {} bytes of training text gave only {} tokens (give more text or a smaller bpe:N)",
+                    train_text.len(),
+                    tok.vocab_size()
+                ));
+            }
             tok
         }
     })
 }
 
-/// Training and validation loaders from the text (the book's 90/10 split by characters).
+/// Training and validation loaders from the text (the book's 90/10 split by characters);
+/// `data` names the text in errors.
 pub fn make_loaders(
     text: &str,
+    data: &str,
     s: &TrainSettings,
     tok: &Tokenizer,
 ) -> Result<(DataLoader, DataLoader), TrainError> {
@@ -130,7 +169,7 @@ pub fn make_loaders(
     let windows = |part: &str, what: &str| {
         TokenWindows::new(tok.encode(part), s.context_length, s.stride).map_err(|e| {
             TrainError(format!(
-                "the {what} part of the data is too short: {e} (use more text, a smaller --context-length, or change --train-ratio)"
+                "{data}: the {what} part of the text is too short: {e} (use more text, a smaller --context-length, or change --train-ratio)"
             ))
         })
     };
@@ -138,7 +177,7 @@ pub fn make_loaders(
     let val = DataLoader::new(windows(val_text, "validation")?, s.batch_size, false, false);
     if train.num_batches() == 0 {
         return Err(TrainError(format!(
-            "the training data makes {} windows, fewer than one batch of {}: lower --batch-size or --context-length",
+            "{data}: the training part makes {} windows, fewer than one batch of {}: lower --batch-size or --context-length",
             train.data.len(),
             s.batch_size
         )));
@@ -186,7 +225,8 @@ fn grad_norm(params: &[Tensor]) -> f32 {
     sum.sqrt() as f32
 }
 
-/// The greedy continuation of the start context, on one line (book `generate_and_print_sample`).
+/// The greedy continuation of the start context, on one line (book `generate_and_print_sample`,
+/// which turns newlines into spaces; here they show as `↵`, so the text's shape stays visible).
 pub fn sample_text(model: &GptModel, tok: &Tokenizer, start: &str, n: usize) -> String {
     let mut ids = tok.encode(start);
     if ids.is_empty() {
@@ -194,7 +234,12 @@ pub fn sample_text(model: &GptModel, tok: &Tokenizer, start: &str, n: usize) -> 
     }
     model.eval();
     let out = generate_text_simple(model, &ids, n, model.cfg.context_length);
-    tok.decode(&out).unwrap_or_default().replace('\n', " ")
+    on_one_line(&tok.decode(&out).unwrap_or_default())
+}
+
+/// Text on one console line: newlines shown as `↵`.
+pub fn on_one_line(text: &str) -> String {
+    text.replace('\n', "↵")
 }
 
 fn write_metrics(out: &Path, history: &[MetricRecord], title: &str) -> Result<(), TrainError> {
@@ -214,12 +259,14 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
     let start_time = Instant::now();
+    let data = describe_data(opts.data_files.as_deref());
     let quiet_line = |s: &str| {
         if !opts.quiet {
             println!("{s}")
         }
     };
     // -------------------------------------------------------------- set up or resume
+    let mut need = None; // the memory estimate of a new run, shown with the model summary
     let (model, tok, mut opt, mut state, ctx, train, val) = match &opts.resume {
         None => {
             settings.validate()?;
@@ -229,10 +276,19 @@ pub fn run(
                 Context::new(settings.seed)
             };
             let (train_text, _) = split_text(text, settings.train_ratio);
-            let tok = build_tokenizer(&settings.tokenizer, train_text, quiet_line)?;
-            let (train, val) = make_loaders(text, &settings, &tok)?;
-            let model = GptModel::new(&settings.model_config(tok.vocab_size()), &ctx)
-                .map_err(|e| TrainError(e.to_string()))?;
+            let tok = build_tokenizer(&settings.tokenizer, train_text, &data, quiet_line)?;
+            let (train, val) = make_loaders(text, &data, &settings, &tok)?;
+            let cfg = settings.model_config(tok.vocab_size());
+            cfg.validate().map_err(|e| TrainError(e.to_string()))?;
+            need = Some(training_memory(
+                &cfg,
+                settings.batch_size,
+                text,
+                &train,
+                &val,
+            ));
+            check_fits(need.as_ref().unwrap(), "this model")?;
+            let model = GptModel::new(&cfg, &ctx).map_err(|e| TrainError(e.to_string()))?;
             let opt = checkpoint::new_optimizer(&model, &settings);
             let state = TrainerState {
                 version: 1,
@@ -247,11 +303,17 @@ pub fn run(
                 data_fingerprint: fingerprint(&[train.data.tokens(), val.data.tokens()]),
                 history: Vec::new(),
                 elapsed_secs: 0.0,
+                data_files: opts.data_files.clone(),
             };
             (model, tok, opt, state, ctx, train, val)
         }
         Some(dir) => {
             let ctx = Context::new(0);
+            let ckpt = checkpoint::resolve(dir)?;
+            let saved = checkpoint::read_state(&ckpt)?;
+            let cfg = model::weights::read_config(&ckpt.join(model::weights::CONFIG_FILE))?;
+            let estimate = MemoryEstimate::training(&cfg, saved.settings.batch_size);
+            check_fits(&estimate.with_data(9 * text.len() as u64), "this run")?;
             let r = checkpoint::load_for_resume(dir, &ctx)?;
             let mut state = r.state;
             if let Some(e) = opts.resume_epochs {
@@ -261,12 +323,28 @@ pub fn run(
                 state.settings.max_steps = Some(m);
             }
             state.settings.validate()?;
-            let (train, val) = make_loaders(text, &state.settings, &r.tokenizer)?;
+            let (train, val) = make_loaders(text, &data, &state.settings, &r.tokenizer)?;
             if fingerprint(&[train.data.tokens(), val.data.tokens()]) != state.data_fingerprint {
                 return Err(TrainError(format!(
-                    "{}: the data differ from the data this run was trained on; resume with the same --data",
+                    "{}: the data differ from the data this run was trained on ({data} is not the same text); resume with the same --data",
                     r.dir.display()
                 )));
+            }
+            let s = &state.settings;
+            let total = planned_steps(s, train.num_batches());
+            if state.step >= total {
+                let limits = match s.max_steps {
+                    Some(m) => format!("{} epochs, --max-steps {m}", s.epochs),
+                    None => format!("{} epochs", s.epochs),
+                };
+                return Err(TrainError(format!(
+                    "{}: the run is already finished ({} steps done of the {total} its limits allow: {limits}); to train it further, resume with a higher --epochs or --max-steps",
+                    r.dir.display(),
+                    state.step
+                )));
+            }
+            if opts.data_files.is_some() {
+                state.data_files = opts.data_files.clone(); // found again where --data says
             }
             *ctx.rng() = Rng::from_state(&state.rng).ok_or_else(|| {
                 TrainError(format!("{}: invalid generator state", r.dir.display()))
@@ -282,7 +360,7 @@ pub fn run(
     let s = state.settings.clone();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_error(&opts.out_dir, e))?;
     let nb = train.num_batches();
-    let total = (s.epochs * nb).min(s.max_steps.unwrap_or(usize::MAX));
+    let total = planned_steps(&s, nb);
     let params = opt.params.clone();
     if state.step == 0 && !opts.quiet {
         println!(
@@ -295,6 +373,9 @@ pub fn run(
             s.tokenizer,
             tok.vocab_size()
         );
+        if let Some(need) = &need {
+            println!("memory: {need} at batch {}", s.batch_size);
+        }
         println!(
             "data: {} training windows ({} batches of {}), {} validation windows; {} steps planned",
             train.data.len(),
@@ -335,10 +416,11 @@ pub fn run(
         state.rng = ctx.rng().state();
         state.adam_t = opt.t;
         state.elapsed_secs = base_elapsed + start_time.elapsed().as_secs_f64();
-        Ok((
-            state.step,
-            checkpoint::save(&opts.out_dir, &model, &tok, opt, state)?,
-        ))
+        let path = checkpoint::save(&opts.out_dir, &model, &tok, opt, state)?;
+        if let Some(hook) = &opts.on_checkpoint {
+            hook();
+        }
+        Ok((state.step, path))
     };
     'outer: while state.epoch < s.epochs && state.step < total {
         if state.order.is_empty() {
@@ -390,7 +472,7 @@ pub fn run(
                     window_tokens as f64 / window_secs.max(1e-9)
                 ));
             }
-            // the book evaluates after the 1st step and then every eval_freq steps
+            // the book evaluates after the 1st step and then every eval_freq steps: 1, 6, 11, …
             if (state.step - 1).is_multiple_of(s.eval_freq) {
                 model.eval();
                 let (train_loss, val_loss) = if s.book_compat {
@@ -422,7 +504,7 @@ pub fn run(
                 rep.line(&format!(
                     "Ep {} (Step {:06}): Train loss {:.3}, Val loss {:.3} | ppl {:.1}/{:.1} | lr {:.2e} | {} tokens seen | {:.0} tok/s",
                     rec.epoch,
-                    state.step - 1,
+                    state.step,
                     train_loss,
                     val_loss,
                     rec.train_perplexity(),
@@ -487,6 +569,24 @@ pub fn run(
     })
 }
 
+/// The memory a run of `cfg` needs: one training step of `batch`, plus its text and token ids.
+fn training_memory(
+    cfg: &model::GptConfig,
+    batch: usize,
+    text: &str,
+    train: &DataLoader,
+    val: &DataLoader,
+) -> MemoryEstimate {
+    let ids = (train.data.tokens().len() + val.data.tokens().len()) * std::mem::size_of::<usize>();
+    MemoryEstimate::training(cfg, batch).with_data((text.len() + ids) as u64)
+}
+
+/// How many optimizer steps a run's limits allow: its epochs of `batches_per_epoch` steps,
+/// capped by `max_steps`.
+pub fn planned_steps(s: &TrainSettings, batches_per_epoch: usize) -> usize {
+    (s.epochs * batches_per_epoch).min(s.max_steps.unwrap_or(usize::MAX))
+}
+
 fn non_finite(what: &str, step: usize, out: &Path) -> TrainError {
     let kept = match checkpoint::resolve(out) {
         Ok(p) => format!("the last good checkpoint {} is kept", p.display()),
@@ -495,4 +595,14 @@ fn non_finite(what: &str, step: usize, out: &Path) -> TrainError {
     TrainError(format!(
         "the {what} became NaN or infinite at step {step}; stopping ({kept}). Try a lower --lr or --grad-clip 1.0"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_keep_their_line_breaks_visible() {
+        assert_eq!(on_one_line("a\n\nb"), "a↵↵b");
+    }
 }

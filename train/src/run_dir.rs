@@ -1,0 +1,330 @@
+//! Run directories: where `scratchgpt train` writes, and the rules that keep one run from
+//! overwriting another.
+//!
+//! - **No `--out`**: every run gets a new numbered directory, `runs/run-0001`, `runs/run-0002`,
+//!   … (made with one `create_dir`, so two runs started at once never share one). Once the
+//!   run's first checkpoint is written, the symbolic link `runs/latest` is pointed at it
+//!   (replaced atomically: a new link is made under a temporary name and renamed over the old).
+//! - **`--out DIR`**: a new or empty DIR is used as it is. A DIR that already holds a run is
+//!   refused (continue it with `--resume DIR`, or replace it with `--force`); so is a DIR with
+//!   other files in it, unless `--force` says to write there anyway.
+//! - **`--force`** moves the old run's files aside into `DIR/.replaced-<pid>/` and deletes
+//!   them only after the new run's first checkpoint is written. If the new run fails before
+//!   that, they are moved back: an error never costs the old run.
+//! - **`--resume DIR`** writes into DIR and nowhere else.
+//!
+//! A run that fails before its first checkpoint removes what it wrote, so a mistyped flag
+//! leaves no half-made run behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::checkpoint::{self, LATEST_FILE};
+use crate::error::{io_error, TrainError};
+
+/// Where runs go when `--out` is not given.
+pub const RUNS_ROOT: &str = "runs";
+/// The link in [`RUNS_ROOT`] to the newest run.
+pub const LATEST_LINK: &str = "latest";
+/// The files and folders a run owns inside its directory (what `--force` replaces).
+pub const RUN_ENTRIES: [&str; 4] = [LATEST_FILE, "checkpoints", "metrics.csv", "loss.svg"];
+const STASH_PREFIX: &str = ".replaced-";
+
+/// True when `dir` holds (part of) a run: a checkpoint pointer, checkpoints or metrics.
+pub fn holds_run(dir: &Path) -> bool {
+    RUN_ENTRIES.iter().any(|e| dir.join(e).exists())
+}
+
+/// The directory a run writes into, prepared by [`OutDir::new_numbered`] or [`OutDir::at`].
+#[derive(Debug)]
+pub struct OutDir {
+    pub path: PathBuf,
+    /// `runs/` when this is a numbered run whose `runs/latest` link moves to it.
+    link_root: Option<PathBuf>,
+    /// The old run's files, moved aside by `--force`.
+    stash: Mutex<Option<PathBuf>>,
+    /// The directory did not exist before this run.
+    created: bool,
+    committed: AtomicBool,
+}
+
+impl OutDir {
+    /// A new numbered directory under `root` (`run-0001`, …, one past the highest there).
+    pub fn new_numbered(root: &Path) -> Result<OutDir, TrainError> {
+        std::fs::create_dir_all(root).map_err(|e| io_error(root, e))?;
+        let highest = std::fs::read_dir(root)
+            .map_err(|e| io_error(root, e))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("run-")?.parse::<u32>().ok()
+            })
+            .max()
+            .unwrap_or(0);
+        for n in highest + 1.. {
+            let path = root.join(format!("run-{n:04}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    return Ok(OutDir {
+                        path,
+                        link_root: Some(root.to_path_buf()),
+                        stash: Mutex::new(None),
+                        created: true,
+                        committed: AtomicBool::new(false),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+        unreachable!("run numbers are unbounded")
+    }
+
+    /// `--out DIR`: refuses a directory holding a run or other files unless `force`; with
+    /// `force`, moves an old run's files aside (see the module docs).
+    pub fn at(dir: &Path, force: bool) -> Result<OutDir, TrainError> {
+        let mut out = OutDir {
+            path: dir.to_path_buf(),
+            link_root: None,
+            stash: Mutex::new(None),
+            created: false,
+            committed: AtomicBool::new(false),
+        };
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+            out.created = true;
+            return Ok(out);
+        }
+        if !dir.is_dir() {
+            return Err(TrainError(format!(
+                "{}: is a file; --out takes a directory",
+                dir.display()
+            )));
+        }
+        if holds_run(dir) {
+            if !force {
+                let at = checkpoint::resolve(dir)
+                    .and_then(|c| checkpoint::read_state(&c))
+                    .map(|s| format!(" (at step {})", s.step))
+                    .unwrap_or_default();
+                return Err(TrainError(format!(
+                    "{}: already holds a run{at}; continue it with --resume {}, or replace it with --force",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            let stash = dir.join(format!("{STASH_PREFIX}{}", std::process::id()));
+            std::fs::create_dir(&stash).map_err(|e| io_error(&stash, e))?;
+            for entry in RUN_ENTRIES {
+                let from = dir.join(entry);
+                if from.exists() {
+                    std::fs::rename(&from, stash.join(entry)).map_err(|e| io_error(&from, e))?;
+                }
+            }
+            *out.stash.lock().unwrap() = Some(stash);
+            return Ok(out);
+        }
+        let has_files = std::fs::read_dir(dir)
+            .map_err(|e| io_error(dir, e))?
+            .next()
+            .is_some();
+        if has_files && !force {
+            return Err(TrainError(format!(
+                "{}: is not empty (and holds no run); choose a new --out, or pass --force to write into it anyway",
+                dir.display()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// `--resume DIR`: the run directory DIR (or, for a checkpoint inside a run,
+    /// `run/checkpoints/step-N`, that run's directory).
+    pub fn for_resume(dir: &Path) -> Result<OutDir, TrainError> {
+        let run = if dir.join(LATEST_FILE).is_file() {
+            dir.to_path_buf()
+        } else {
+            let parent = dir.parent().filter(|p| p.ends_with("checkpoints"));
+            match parent.and_then(Path::parent) {
+                Some(run) if run.join(LATEST_FILE).is_file() => run.to_path_buf(),
+                _ => {
+                    checkpoint::resolve(dir)?; // the clearest error for a missing directory
+                    return Err(TrainError(format!(
+                        "{}: not a run directory (no `{LATEST_FILE}` file); --resume takes the directory a training run wrote",
+                        dir.display()
+                    )));
+                }
+            }
+        };
+        Ok(OutDir {
+            path: run,
+            link_root: None,
+            stash: Mutex::new(None),
+            created: false,
+            committed: AtomicBool::new(true),
+        })
+    }
+
+    /// Called after every checkpoint write; acts after the first: deletes the replaced run's
+    /// files and points `runs/latest` at this run.
+    pub fn checkpoint_written(&self) {
+        if self.committed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(stash) = self.stash.lock().unwrap().take() {
+            let _ = std::fs::remove_dir_all(stash);
+        }
+        if let (Some(root), Some(name)) = (&self.link_root, self.path.file_name()) {
+            if let Err(e) = point_latest_link(root, Path::new(name)) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+
+    /// Called when the run failed: if it wrote no checkpoint, removes what it wrote and puts
+    /// back the run that `--force` would have replaced.
+    pub fn abandon(&self) {
+        if self.committed.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.created {
+            let _ = std::fs::remove_dir_all(&self.path);
+            return;
+        }
+        for entry in RUN_ENTRIES {
+            let p = self.path.join(entry);
+            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        }
+        if let Some(stash) = self.stash.lock().unwrap().take() {
+            for entry in RUN_ENTRIES {
+                let from = stash.join(entry);
+                if from.exists() {
+                    let _ = std::fs::rename(&from, self.path.join(entry));
+                }
+            }
+            let _ = std::fs::remove_dir(stash);
+        }
+    }
+}
+
+/// Points `root/latest` at `target` (a name inside `root`), replacing any older link
+/// atomically. An old `runs/latest` *directory* (the layout of earlier versions) is left alone.
+pub fn point_latest_link(root: &Path, target: &Path) -> Result<(), String> {
+    let link = root.join(LATEST_LINK);
+    if link.is_dir() && !link.is_symlink() {
+        return Err(format!(
+            "{} is a run directory of an earlier version, so it was left as it is; the new run is {}",
+            link.display(),
+            root.join(target).display()
+        ));
+    }
+    #[cfg(unix)]
+    {
+        let tmp = root.join(format!(".latest-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(target, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &link))
+            .map_err(|e| {
+                format!(
+                    "could not point {} at {}: {e}",
+                    link.display(),
+                    target.display()
+                )
+            })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = target;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("scratchgpt-rundir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn numbered_runs_count_up_and_latest_follows_the_newest_checkpointed_one() {
+        let root = tmp("numbered");
+        let a = OutDir::new_numbered(&root).unwrap();
+        let b = OutDir::new_numbered(&root).unwrap();
+        assert_eq!(a.path, root.join("run-0001"));
+        assert_eq!(b.path, root.join("run-0002"));
+        assert!(
+            !root.join(LATEST_LINK).exists(),
+            "no link before a checkpoint"
+        );
+        b.checkpoint_written();
+        assert_eq!(
+            std::fs::read_link(root.join(LATEST_LINK)).unwrap(),
+            Path::new("run-0002")
+        );
+        a.checkpoint_written();
+        assert_eq!(
+            std::fs::read_link(root.join(LATEST_LINK)).unwrap(),
+            Path::new("run-0001")
+        );
+        // a failed run without checkpoint leaves nothing
+        let c = OutDir::new_numbered(&root).unwrap();
+        c.abandon();
+        assert!(!root.join("run-0003").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn force_keeps_the_old_run_until_the_first_checkpoint() {
+        let dir = tmp("force");
+        std::fs::write(dir.join("metrics.csv"), "old").unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        assert!(OutDir::at(&dir, false).unwrap_err().0.contains("--force"));
+        // fails before a checkpoint: the old run comes back
+        let out = OutDir::at(&dir, true).unwrap();
+        assert!(!dir.join("metrics.csv").exists());
+        std::fs::write(dir.join("metrics.csv"), "new").unwrap();
+        out.abandon();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("metrics.csv")).unwrap(),
+            "old"
+        );
+        // succeeds: the old run's files go, other files stay
+        let out = OutDir::at(&dir, true).unwrap();
+        std::fs::write(dir.join("metrics.csv"), "new").unwrap();
+        out.checkpoint_written();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("metrics.csv")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "mine"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(STASH_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn other_files_need_force_and_new_directories_are_removed_on_failure() {
+        let dir = tmp("other");
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        assert!(OutDir::at(&dir, false).unwrap_err().0.contains("not empty"));
+        let fresh = dir.join("new");
+        let out = OutDir::at(&fresh, false).unwrap();
+        assert!(fresh.is_dir());
+        out.abandon();
+        assert!(!fresh.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

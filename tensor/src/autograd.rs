@@ -307,6 +307,35 @@ mod tests {
     }
 
     #[test]
+    fn frozen_leaves_get_no_gradient_and_record_no_work() {
+        // y = (x·W1)·W2 with W1 frozen: the first matmul has no frozen-free input, so it is
+        // not recorded at all and backward stops at the second.
+        let x = Tensor::ones(&[2, 3]);
+        let w1 = Tensor::ones(&[3, 4]).requires_grad();
+        let w2 = Tensor::ones(&[4, 1]).requires_grad();
+        w1.set_requires_grad(false);
+        let h = x.matmul(&w1);
+        assert!(h.op_name().is_none() && !h.is_requires_grad());
+        h.matmul(&w2).sum_all().backward();
+        assert!(w1.grad().is_none());
+        // d/dW2 sum(h·W2) = column sums of h = 2 rows × 3 = 6
+        assert_eq!(w2.grad().unwrap().to_vec(), vec![6.0; 4]);
+        // unfrozen again (and every clone sees it), it trains
+        let w1_clone = w1.clone();
+        w1.set_requires_grad(true);
+        assert!(w1_clone.is_requires_grad());
+        x.matmul(&w1).matmul(&w2).sum_all().backward();
+        assert!(w1.grad().is_some());
+    }
+
+    #[test]
+    #[should_panic(expected = "only leaves")]
+    fn only_leaves_can_be_frozen() {
+        let a = Tensor::ones(&[2]).requires_grad();
+        a.exp().set_requires_grad(false);
+    }
+
+    #[test]
     fn detach_stops_gradient() {
         let a = Tensor::scalar(3.0).requires_grad();
         let y = &a * &a.detach(); // d/da = a.detach() = 3

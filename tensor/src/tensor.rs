@@ -19,7 +19,7 @@
 //!   so sorting by id, newest first, is a valid order to run backward in (see `autograd.rs`).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::autograd::{grad_enabled, Backward, GradFn};
@@ -43,7 +43,8 @@ pub(crate) struct Inner {
     pub id: u64,
     pub layout: Layout,
     pub storage: RwLock<Arc<Vec<f32>>>,
-    pub requires_grad: bool,
+    /// Atomic so a parameter can be frozen and unfrozen in place ([`Tensor::set_requires_grad`]).
+    pub requires_grad: AtomicBool,
     /// `true` for tensors made by the user (not by an op); only leaves receive `.grad()`.
     pub is_leaf: bool,
     /// How this tensor was computed. Taken (and so freed) when backward passes through it.
@@ -103,7 +104,7 @@ impl Tensor {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             layout,
             storage: RwLock::new(storage),
-            requires_grad,
+            requires_grad: AtomicBool::new(requires_grad),
             is_leaf: grad_fn.is_none(),
             grad_fn: Mutex::new(grad_fn),
             grad: Mutex::new(None),
@@ -220,7 +221,7 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl FnOnce() -> B,
     ) -> Tensor {
-        let track = grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
+        let track = grad_enabled() && inputs.iter().any(|t| t.is_requires_grad());
         let grad_fn = track.then(|| GradFn {
             inputs: inputs.iter().map(|&t| t.clone()).collect(),
             op: Box::new(backward()),
@@ -271,7 +272,25 @@ impl Tensor {
 
     /// Whether gradients flow to this tensor.
     pub fn is_requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Freezes (`false`) or unfreezes (`true`) a leaf in place, for every clone of it: a frozen
+    /// parameter receives no gradient, and ops whose inputs are all frozen record nothing, so
+    /// backward stops at the first layer that trains (fine-tuning only the last block costs
+    /// that block's backward, not the whole model's). Its old gradient is dropped.
+    /// PyTorch: `p.requires_grad_(False)`.
+    #[track_caller]
+    pub fn set_requires_grad(&self, on: bool) {
+        assert!(
+            self.is_leaf(),
+            "set_requires_grad: only leaves (tensors not computed by an op) can be frozen, got the result of {:?}",
+            self.op_name()
+        );
+        self.0.requires_grad.store(on, Ordering::Relaxed);
+        if !on {
+            self.zero_grad();
+        }
     }
 
     /// Whether this tensor was made by the user rather than computed by an op.
@@ -431,7 +450,7 @@ impl fmt::Debug for Tensor {
         }
         if let Some(op) = self.op_name() {
             write!(f, ", op={op}")?;
-        } else if self.0.requires_grad {
+        } else if self.is_requires_grad() {
             write!(f, ", requires_grad")?;
         }
         write!(f, ")")

@@ -13,6 +13,11 @@ pub struct MetricRecord {
     pub val_loss: f32,
     pub lr: f32,
     pub tokens_per_second: f32,
+    /// Share of correctly classified examples in the evaluated batches (classification only).
+    #[serde(default)]
+    pub train_accuracy: Option<f32>,
+    #[serde(default)]
+    pub val_accuracy: Option<f32>,
 }
 
 impl MetricRecord {
@@ -22,14 +27,38 @@ impl MetricRecord {
     pub fn val_perplexity(&self) -> f32 {
         self.val_loss.exp()
     }
+
+    /// The console line of this evaluation, in the book's format plus perplexities (or, for
+    /// classification, accuracies), learning rate, tokens seen and speed.
+    pub fn log_line(&self) -> String {
+        let middle = match (self.train_accuracy, self.val_accuracy) {
+            (Some(t), Some(v)) => format!("accuracy {:.2}%/{:.2}%", 100.0 * t, 100.0 * v),
+            _ => format!(
+                "ppl {:.1}/{:.1}",
+                self.train_perplexity(),
+                self.val_perplexity()
+            ),
+        };
+        format!(
+            "Ep {} (Step {:06}): Train loss {:.3}, Val loss {:.3} | {middle} | lr {:.2e} | {} tokens seen | {:.0} tok/s",
+            self.epoch,
+            self.step,
+            self.train_loss,
+            self.val_loss,
+            self.lr,
+            self.tokens_seen,
+            self.tokens_per_second
+        )
+    }
 }
 
 /// The records as CSV with a header line.
 pub fn to_csv(records: &[MetricRecord]) -> String {
-    let mut s = String::from("step,epoch,tokens_seen,train_loss,val_loss,train_perplexity,val_perplexity,lr,tokens_per_second\n");
+    let mut s = String::from("step,epoch,tokens_seen,train_loss,val_loss,train_perplexity,val_perplexity,lr,tokens_per_second,train_accuracy,val_accuracy\n");
+    let acc = |a: Option<f32>| a.map_or(String::new(), |a| format!("{a:.4}"));
     for r in records {
         s.push_str(&format!(
-            "{},{},{},{:.6},{:.6},{:.4},{:.4},{:.6e},{:.1}\n",
+            "{},{},{},{:.6},{:.6},{:.4},{:.4},{:.6e},{:.1},{},{}\n",
             r.step,
             r.epoch,
             r.tokens_seen,
@@ -38,7 +67,9 @@ pub fn to_csv(records: &[MetricRecord]) -> String {
             r.train_perplexity(),
             r.val_perplexity(),
             r.lr,
-            r.tokens_per_second
+            r.tokens_per_second,
+            acc(r.train_accuracy),
+            acc(r.val_accuracy)
         ));
     }
     s
@@ -185,6 +216,8 @@ mod tests {
             val_loss: v,
             lr: 4e-4,
             tokens_per_second: 100.0,
+            train_accuracy: None,
+            val_accuracy: None,
         }
     }
 

@@ -83,6 +83,39 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// A progress bar over `total` steps, starting at `done` (only on a terminal).
+    fn new(opts: &RunOptions, total: usize, done: usize) -> Reporter {
+        let show_bar = opts.progress && !opts.quiet && std::io::stderr().is_terminal();
+        let bar = show_bar.then(|| {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.set_position(done as u64);
+            b
+        });
+        Reporter {
+            bar,
+            quiet: opts.quiet,
+        }
+    }
+
+    fn progress(&self, step: usize, loss: f32, tokens_per_second: f32) {
+        if let Some(b) = &self.bar {
+            b.set_position(step as u64);
+            b.set_message(format!("loss {loss:.3}  {tokens_per_second:.0} tok/s"));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
     fn line(&self, s: &str) {
         if self.quiet {
             return;
@@ -267,7 +300,7 @@ pub fn run(
     };
     // -------------------------------------------------------------- set up or resume
     let mut need = None; // the memory estimate of a new run, shown with the model summary
-    let (model, tok, mut opt, mut state, ctx, train, val) = match &opts.resume {
+    let (model, tok, opt, state, ctx, train, val) = match &opts.resume {
         None => {
             settings.validate()?;
             let ctx = if settings.book_compat {
@@ -357,12 +390,15 @@ pub fn run(
             (r.model, r.tokenizer, r.optimizer, state, ctx, train, val)
         }
     };
-    let s = state.settings.clone();
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_error(&opts.out_dir, e))?;
-    let nb = train.num_batches();
-    let total = planned_steps(&s, nb);
-    let params = opt.params.clone();
+    let task = LanguageModeling {
+        train,
+        val,
+        tokenizer: &tok,
+        start_context: state.settings.start_context.clone(),
+        sample_tokens: state.settings.sample_tokens,
+    };
     if state.step == 0 && !opts.quiet {
+        let s = &state.settings;
         println!(
             "model: {} parameters ({} layers, width {}, {} heads, context {}), tokenizer {} ({} ids)",
             model.num_parameters(),
@@ -378,149 +414,250 @@ pub fn run(
         }
         println!(
             "data: {} training windows ({} batches of {}), {} validation windows; {} steps planned",
-            train.data.len(),
-            nb,
+            task.train.data.len(),
+            task.train.num_batches(),
             s.batch_size,
-            val.data.len(),
-            total
+            task.val.data.len(),
+            planned_steps(s, task.train.num_batches())
         );
     }
-    let show_bar = opts.progress && !opts.quiet && std::io::stderr().is_terminal();
-    let bar = show_bar.then(|| {
-        let b = ProgressBar::new(total as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b.set_position(state.step as u64);
-        b
-    });
-    let rep = Reporter {
-        bar,
-        quiet: opts.quiet,
+    let title = format!(
+        "scratchgpt {} ({})",
+        state.settings.preset, state.settings.tokenizer
+    );
+    let mut session = Session {
+        model: &model,
+        opt,
+        state,
+        ctx,
+        title,
+        started: start_time,
+        save: Box::new(|model, opt, state| {
+            checkpoint::save(&opts.out_dir, model, &tok, opt, state)
+        }),
     };
+    train_loop(&task, &mut session, opts)
+}
 
-    // -------------------------------------------------------------- the loop
-    let title = format!("scratchgpt {} ({})", s.preset, s.tokenizer);
+/// One evaluation point's measurements: mean losses over a few batches of training and
+/// validation data (and, for classification, accuracies).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    pub train_loss: f32,
+    pub val_loss: f32,
+    pub train_accuracy: Option<f32>,
+    pub val_accuracy: Option<f32>,
+}
+
+/// What one kind of training brings to the shared loop ([`train_loop`]): its batches, its
+/// loss, its evaluation and what it reports after an epoch. Pretraining is
+/// [`LanguageModeling`]; classification fine-tuning is `finetune::Classification`.
+pub trait Task {
+    /// Training batches in one epoch.
+    fn batches_per_epoch(&self) -> usize;
+    /// The order in which one epoch visits the training examples.
+    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize>;
+    /// The training loss of batch `b` of an epoch visiting examples in `order`, and the number
+    /// of tokens the batch holds.
+    fn batch_loss(&self, model: &GptModel, order: &[usize], b: usize) -> (Tensor, u64);
+    /// Losses on `eval_iter` batches of training and validation data, dropout off, no
+    /// gradients. With `reshuffle` (the book's exact runs) the batches are those of freshly
+    /// shuffled passes drawn from the run's generator, as iterating a PyTorch loader anew does.
+    fn evaluate(
+        &self,
+        model: &GptModel,
+        eval_iter: usize,
+        reshuffle: Option<&mut Rng>,
+    ) -> Evaluation;
+    /// A line to print after each epoch (`Ep N …`), if any.
+    fn end_of_epoch(&self, model: &GptModel, epoch: usize) -> Option<String>;
+}
+
+/// Pretraining (chapter 5): next-token prediction over windows of one long text.
+pub struct LanguageModeling<'a> {
+    pub train: DataLoader,
+    pub val: DataLoader,
+    pub tokenizer: &'a Tokenizer,
+    /// The prompt of the greedy sample printed after each epoch.
+    pub start_context: String,
+    pub sample_tokens: usize,
+}
+
+impl Task for LanguageModeling<'_> {
+    fn batches_per_epoch(&self) -> usize {
+        self.train.num_batches()
+    }
+
+    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
+        self.train.epoch_order(rng)
+    }
+
+    fn batch_loss(&self, model: &GptModel, order: &[usize], b: usize) -> (Tensor, u64) {
+        let batch = self.train.batch(order, b);
+        let loss = model
+            .forward(&batch.inputs, batch.batch)
+            .cross_entropy(&batch.targets);
+        (loss, (batch.batch * batch.seq_len) as u64)
+    }
+
+    fn evaluate(
+        &self,
+        model: &GptModel,
+        eval_iter: usize,
+        reshuffle: Option<&mut Rng>,
+    ) -> Evaluation {
+        let (train_loss, val_loss) = match reshuffle {
+            Some(rng) => {
+                let train_order = self.train.epoch_order(rng);
+                let train_loss = evaluate_in_order(model, &self.train, &train_order, eval_iter);
+                let val_order = self.val.epoch_order(rng);
+                let val_loss = evaluate_in_order(model, &self.val, &val_order, eval_iter);
+                (train_loss, val_loss)
+            }
+            None => (
+                evaluate(model, &self.train, eval_iter),
+                evaluate(model, &self.val, eval_iter),
+            ),
+        };
+        Evaluation {
+            train_loss,
+            val_loss,
+            ..Evaluation::default()
+        }
+    }
+
+    fn end_of_epoch(&self, model: &GptModel, epoch: usize) -> Option<String> {
+        let sample = sample_text(
+            model,
+            self.tokenizer,
+            &self.start_context,
+            self.sample_tokens,
+        );
+        Some(format!("Ep {epoch} sample: {sample}"))
+    }
+}
+
+/// What the shared loop works on, assembled by each command: the model, its optimizer (over
+/// the trainable parameters only), where the run stands, the run's generator, and how a
+/// checkpoint is written.
+pub struct Session<'a> {
+    pub model: &'a GptModel,
+    pub opt: AdamW,
+    pub state: TrainerState,
+    pub ctx: Context,
+    /// Title of the loss plot.
+    pub title: String,
+    /// When this invocation started (for the elapsed time saved in checkpoints).
+    pub started: Instant,
+    /// Writes a complete checkpoint of the run as it stands; returns its directory.
+    #[allow(clippy::type_complexity)]
+    pub save: Box<dyn Fn(&GptModel, &AdamW, &TrainerState) -> Result<PathBuf, TrainError> + 'a>,
+}
+
+/// The training loop shared by every command: the book's `train_model_simple` (section 5.2)
+/// with appendix D's warm-up, cosine decay and clipping, evaluation every `eval_freq` steps,
+/// checkpoints (periodic, per epoch, on Ctrl-C, at the end), and resuming exactly where
+/// `session.state` stands. For every batch: zero the gradients, compute the task's loss,
+/// backpropagate, (clip,) take an AdamW step.
+pub fn train_loop(
+    task: &dyn Task,
+    session: &mut Session,
+    opts: &RunOptions,
+) -> Result<RunSummary, TrainError> {
+    let Session {
+        model,
+        opt,
+        state,
+        ctx,
+        title,
+        started,
+        save,
+    } = session;
+    let model: &GptModel = model;
+    let s = state.settings.clone();
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_error(&opts.out_dir, e))?;
+    let nb = task.batches_per_epoch();
+    let total = planned_steps(&s, nb);
+    let params = opt.params.clone();
+    let rep = Reporter::new(opts, total, state.step);
     let base_elapsed = state.elapsed_secs;
     let mut step_losses = Vec::new();
-    let mut train_secs = 0.0f64;
-    let mut train_tokens = 0u64;
+    let (mut train_secs, mut train_tokens) = (0.0f64, 0u64);
     let (mut window_secs, mut window_tokens) = (0.0f64, 0u64);
     let mut interrupted = false;
     let mut last_saved: Option<(usize, PathBuf)> = None;
-    let mut last_save_time = Instant::now();
-    let save = |state: &mut TrainerState, opt: &AdamW| -> Result<(usize, PathBuf), TrainError> {
-        state.rng = ctx.rng().state();
-        state.adam_t = opt.t;
-        state.elapsed_secs = base_elapsed + start_time.elapsed().as_secs_f64();
-        let path = checkpoint::save(&opts.out_dir, &model, &tok, opt, state)?;
-        if let Some(hook) = &opts.on_checkpoint {
-            hook();
-        }
-        Ok((state.step, path))
-    };
+    let last_save_time = std::cell::Cell::new(Instant::now());
+    let checkpoint_now =
+        |state: &mut TrainerState, opt: &AdamW| -> Result<(usize, PathBuf), TrainError> {
+            state.rng = ctx.rng().state();
+            state.adam_t = opt.t;
+            state.elapsed_secs = base_elapsed + started.elapsed().as_secs_f64();
+            let path = save(model, opt, state)?;
+            if let Some(hook) = &opts.on_checkpoint {
+                hook();
+            }
+            last_save_time.set(Instant::now());
+            Ok((state.step, path))
+        };
     'outer: while state.epoch < s.epochs && state.step < total {
         if state.order.is_empty() {
-            state.order = train.epoch_order(&mut ctx.rng());
+            state.order = task.epoch_order(&mut ctx.rng());
         }
         while state.batch_in_epoch < nb && state.step < total {
             let t0 = Instant::now();
             model.train();
             let lr = s.lr_at(state.step, total);
             opt.set_lr(lr);
-            let batch = train.batch(&state.order, state.batch_in_epoch);
             opt.zero_grad();
-            let loss = model
-                .forward(&batch.inputs, batch.batch)
-                .cross_entropy(&batch.targets);
+            let (loss, n_tokens) = task.batch_loss(model, &state.order, state.batch_in_epoch);
             let lv = loss.item();
             if !lv.is_finite() {
                 return Err(non_finite("loss", state.step + 1, &opts.out_dir));
             }
             loss.backward();
             drop(loss);
-            let norm = grad_norm(&params);
-            if !norm.is_finite() {
-                return Err(non_finite("gradient", state.step + 1, &opts.out_dir));
-            }
-            if let Some(max) = s.grad_clip {
-                if norm > max {
-                    let scale = max / norm;
-                    params
-                        .iter()
-                        .for_each(|p| p.update_grad(|g| g.iter_mut().for_each(|x| *x *= scale)));
-                }
-            }
+            clip_gradients(&params, s.grad_clip)
+                .map_err(|()| non_finite("gradient", state.step + 1, &opts.out_dir))?;
             opt.step();
-            let n_tokens = (batch.batch * batch.seq_len) as u64;
             state.step += 1;
             state.batch_in_epoch += 1;
             state.tokens_seen += n_tokens;
             step_losses.push(lv);
             let dt = t0.elapsed().as_secs_f64();
-            train_secs += dt;
-            train_tokens += n_tokens;
-            window_secs += dt;
-            window_tokens += n_tokens;
-            if let Some(b) = &rep.bar {
-                b.set_position(state.step as u64);
-                b.set_message(format!(
-                    "loss {lv:.3}  {:.0} tok/s",
-                    window_tokens as f64 / window_secs.max(1e-9)
-                ));
-            }
+            (train_secs, train_tokens) = (train_secs + dt, train_tokens + n_tokens);
+            (window_secs, window_tokens) = (window_secs + dt, window_tokens + n_tokens);
+            let tps = (window_tokens as f64 / window_secs.max(1e-9)) as f32;
+            rep.progress(state.step, lv, tps);
             // the book evaluates after the 1st step and then every eval_freq steps: 1, 6, 11, …
             if (state.step - 1).is_multiple_of(s.eval_freq) {
                 model.eval();
-                let (train_loss, val_loss) = if s.book_compat {
-                    // the book iterates both loaders afresh: a newly shuffled training pass
-                    let train_order = train.epoch_order(&mut ctx.rng());
-                    let train_loss = evaluate_in_order(&model, &train, &train_order, s.eval_iter);
-                    let val_order = val.epoch_order(&mut ctx.rng());
-                    (
-                        train_loss,
-                        evaluate_in_order(&model, &val, &val_order, s.eval_iter),
-                    )
+                let e = if s.book_compat {
+                    // the run's generator stays locked while the batches are drawn and run;
+                    // nothing inside draws from it with dropout off
+                    task.evaluate(model, s.eval_iter, Some(&mut *ctx.rng()))
                 } else {
-                    (
-                        evaluate(&model, &train, s.eval_iter),
-                        evaluate(&model, &val, s.eval_iter),
-                    )
+                    task.evaluate(model, s.eval_iter, None)
                 };
-                let tps = (window_tokens as f64 / window_secs.max(1e-9)) as f32;
                 (window_secs, window_tokens) = (0.0, 0);
                 let rec = MetricRecord {
                     step: state.step,
                     epoch: state.epoch + 1,
                     tokens_seen: state.tokens_seen,
-                    train_loss,
-                    val_loss,
+                    train_loss: e.train_loss,
+                    val_loss: e.val_loss,
                     lr,
                     tokens_per_second: tps,
+                    train_accuracy: e.train_accuracy,
+                    val_accuracy: e.val_accuracy,
                 };
-                rep.line(&format!(
-                    "Ep {} (Step {:06}): Train loss {:.3}, Val loss {:.3} | ppl {:.1}/{:.1} | lr {:.2e} | {} tokens seen | {:.0} tok/s",
-                    rec.epoch,
-                    state.step,
-                    train_loss,
-                    val_loss,
-                    rec.train_perplexity(),
-                    rec.val_perplexity(),
-                    lr,
-                    state.tokens_seen,
-                    tps
-                ));
+                rep.line(&rec.log_line());
                 state.history.push(rec);
-                write_metrics(&opts.out_dir, &state.history, &title)?;
+                write_metrics(&opts.out_dir, &state.history, title)?;
             }
             let stop = opts.stop.load(Ordering::Relaxed) || opts.stop_at_step == Some(state.step);
             let periodic = s.save_every.is_some_and(|k| state.step.is_multiple_of(k));
             if stop || periodic {
-                last_saved = Some(save(&mut state, &opt)?);
-                last_save_time = Instant::now();
+                last_saved = Some(checkpoint_now(state, opt)?);
             }
             if stop {
                 interrupted = true;
@@ -533,29 +670,24 @@ pub fn run(
             }
         }
         if state.batch_in_epoch >= nb {
-            rep.line(&format!(
-                "Ep {} sample: {}",
-                state.epoch + 1,
-                sample_text(&model, &tok, &s.start_context, s.sample_tokens)
-            ));
+            if let Some(line) = task.end_of_epoch(model, state.epoch + 1) {
+                rep.line(&line);
+            }
             state.epoch += 1;
             state.batch_in_epoch = 0;
             state.order.clear();
-            if last_save_time.elapsed().as_secs_f64() >= opts.min_secs_between_epoch_saves {
-                last_saved = Some(save(&mut state, &opt)?);
-                last_save_time = Instant::now();
+            if last_save_time.get().elapsed().as_secs_f64() >= opts.min_secs_between_epoch_saves {
+                last_saved = Some(checkpoint_now(state, opt)?);
             }
         }
     }
     let checkpoint = match last_saved {
         Some((step, path)) if step == state.step => path,
-        _ => save(&mut state, &opt)?.1,
+        _ => checkpoint_now(state, opt)?.1,
     };
-    if let Some(b) = &rep.bar {
-        b.finish_and_clear();
-    }
+    rep.finish();
     if !state.history.is_empty() {
-        write_metrics(&opts.out_dir, &state.history, &title)?;
+        write_metrics(&opts.out_dir, &state.history, title)?;
     }
     Ok(RunSummary {
         steps: state.step,
@@ -565,8 +697,26 @@ pub fn run(
         checkpoint,
         interrupted,
         train_tokens_per_second: train_tokens as f64 / train_secs.max(1e-9),
-        elapsed_secs: start_time.elapsed().as_secs_f64(),
+        elapsed_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Scales the gradients of `params` so their global L2 norm is at most `max` (appendix D);
+/// `Err` when the norm is not finite.
+fn clip_gradients(params: &[Tensor], max: Option<f32>) -> Result<(), ()> {
+    let norm = grad_norm(params);
+    if !norm.is_finite() {
+        return Err(());
+    }
+    if let Some(max) = max {
+        if norm > max {
+            let scale = max / norm;
+            params
+                .iter()
+                .for_each(|p| p.update_grad(|g| g.iter_mut().for_each(|x| *x *= scale)));
+        }
+    }
+    Ok(())
 }
 
 /// The memory a run of `cfg` needs: one training step of `batch`, plus its text and token ids.

@@ -101,11 +101,29 @@ impl GptModel {
     /// Logits `[B, T, V]` for token ids given row by row (`ids.len() = B·T`).
     #[track_caller]
     pub fn forward(&self, ids: &[usize], batch: usize) -> Tensor {
+        self.out_head.forward(&self.hidden_states(ids, batch))
+    }
+
+    /// The final layer norm's output `[B, T, C]`: what the output head reads (and what a
+    /// classification head reads instead, chapter 6).
+    #[track_caller]
+    pub fn hidden_states(&self, ids: &[usize], batch: usize) -> Tensor {
         let mut x = self.drop_emb.forward(&self.embed(ids, batch, 0));
         for block in &self.trf_blocks {
             x = block.forward(&x);
         }
-        self.out_head.forward(&self.final_norm.forward(&x))
+        self.final_norm.forward(&x)
+    }
+
+    /// Sets every dropout of the model (embeddings, attention weights, shortcuts) to `p`, as
+    /// fine-tuning does (the book fine-tunes with `drop_rate` 0).
+    pub fn set_dropout(&mut self, p: f32) {
+        self.cfg.drop_rate = p;
+        self.drop_emb.p = p;
+        for b in &mut self.trf_blocks {
+            b.drop_shortcut.p = p;
+            b.att.dropout.p = p;
+        }
     }
 
     /// The same model through composed (textbook) ops only.

@@ -16,10 +16,12 @@
 //! | 4.6 | the GPT model | [`gpt`] |
 //! | 4.7, 5.3 | generating text: greedy, temperature, top-k, top-p, KV cache | [`generate`] |
 //! | 5.1 | the loss: cross-entropy, perplexity | [`loss`] |
+//! | 6 | classification fine-tuning: a new head, pooling, frozen layers | [`classifier`] |
 //! | 5.5 | GPT-2 weights (`.safetensors`, Hugging Face names) | [`weights`] |
 
 pub mod attention;
 pub mod block;
+pub mod classifier;
 pub mod config;
 pub mod dropout;
 pub mod embedding;

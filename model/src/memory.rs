@@ -65,6 +65,32 @@ impl MemoryEstimate {
         }
     }
 
+    /// Fine-tuning at `seq_len` tokens per example: the weights of `cfg`, gradients and AdamW
+    /// moments only for the `trainable` parameters (frozen ones have neither), and the
+    /// activations of a training step whose output has `outputs` logits per token (the
+    /// vocabulary, or the classes of a classifier).
+    pub fn fine_tuning(
+        cfg: &GptConfig,
+        batch: usize,
+        seq_len: usize,
+        trainable: u64,
+        outputs: usize,
+    ) -> MemoryEstimate {
+        let step = GptConfig {
+            context_length: seq_len,
+            vocab_size: outputs,
+            ..cfg.clone()
+        };
+        MemoryEstimate {
+            weights: F32 * cfg.num_parameters() as u64,
+            gradients: F32 * trainable,
+            optimizer: 2 * F32 * trainable,
+            activations: MemoryEstimate::training(&step, batch).activations,
+            kv_cache: 0,
+            other: RUNTIME_OVERHEAD,
+        }
+    }
+
     /// Generating with the KV cache for `batch` sequences up to the context length.
     pub fn inference(cfg: &GptConfig, batch: usize) -> MemoryEstimate {
         let p = cfg.num_parameters() as u64;

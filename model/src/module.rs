@@ -35,9 +35,19 @@ pub trait Module {
             .collect()
     }
 
-    /// Number of trainable values. PyTorch: `sum(p.numel() for p in model.parameters())`.
+    /// Number of parameter values. PyTorch: `sum(p.numel() for p in model.parameters())`.
     fn num_parameters(&self) -> usize {
         self.parameters().iter().map(|p| p.numel()).sum()
+    }
+
+    /// Number of parameter values that currently train (not frozen). PyTorch:
+    /// `sum(p.numel() for p in model.parameters() if p.requires_grad)`.
+    fn num_trainable_parameters(&self) -> usize {
+        self.parameters()
+            .iter()
+            .filter(|p| p.is_requires_grad())
+            .map(|p| p.numel())
+            .sum()
     }
 }
 

@@ -230,6 +230,17 @@ fn write_optimizer(path: &Path, model: &GptModel, opt: &AdamW) -> Result<(), Tra
         .into_iter()
         .map(|(n, _)| n)
         .collect();
+    write_moments(path, &names, opt)
+}
+
+/// Writes AdamW's moments `m/<name>`, `v/<name>` of the optimizer's parameters, named by
+/// `names` (one per parameter, in the optimizer's order).
+pub fn write_moments(path: &Path, names: &[String], opt: &AdamW) -> Result<(), TrainError> {
+    assert_eq!(
+        names.len(),
+        opt.params.len(),
+        "write_moments: one name per parameter"
+    );
     let mut tensors = Vec::with_capacity(2 * names.len());
     for (i, name) in names.iter().enumerate() {
         let shape = opt.params[i].shape();
@@ -256,6 +267,20 @@ pub fn save(
     opt: &AdamW,
     state: &TrainerState,
 ) -> Result<PathBuf, TrainError> {
+    save_with(out, model, tokenizer, state, |dir| {
+        write_optimizer(&dir.join(OPTIMIZER_FILE), model, opt)
+    })
+}
+
+/// [`save`] with the optimizer state, and whatever else a command keeps in its checkpoints,
+/// written by `write_extra` into the checkpoint's directory before it is made current.
+pub fn save_with(
+    out: &Path,
+    model: &GptModel,
+    tokenizer: &Tokenizer,
+    state: &TrainerState,
+    write_extra: impl Fn(&Path) -> Result<(), TrainError>,
+) -> Result<PathBuf, TrainError> {
     let name = format!("step-{:08}", state.step);
     let ckpts = out.join("checkpoints");
     let final_dir = ckpts.join(&name);
@@ -273,7 +298,7 @@ pub fn save(
         for (file, bytes) in tokenizer.files() {
             write_atomically(&tmp.join(file), &bytes)?;
         }
-        write_optimizer(&tmp.join(OPTIMIZER_FILE), model, opt)?;
+        write_extra(&tmp)?;
         let json =
             serde_json::to_vec(state).map_err(|e| TrainError(format!("trainer state: {e}")))?;
         write_atomically(&tmp.join(STATE_FILE), &json)?;

@@ -14,6 +14,9 @@ use model::Context;
 use tensor::{no_grad, Rng};
 
 use crate::checkpoint::{self, load_for_inference};
+use crate::classification::{is_classifier, Columns};
+use crate::commands::classify::{self, eval_classifier, ClassifyArgs};
+use crate::commands::finetune::{self, FinetuneCommand};
 use crate::data::{DataLoader, TokenWindows};
 use crate::error::{io_error, TrainError};
 use crate::run_dir::{OutDir, RUNS_ROOT};
@@ -49,9 +52,16 @@ pub enum Command {
     /// Continue a prompt with a trained model (this project's checkpoints or a GPT-2 directory).
     #[command(after_help = EXIT_STATUSES)]
     Generate(GenerateArgs),
-    /// Mean next-token loss and perplexity of a model on a text file.
+    /// Mean next-token loss and perplexity of a model on a text file; for a classifier,
+    /// accuracy and confusion matrix on a labelled CSV/TSV file.
     #[command(after_help = EXIT_STATUSES)]
     Eval(EvalArgs),
+    /// Fine-tune a pretrained model (book chapters 6–7).
+    #[command(subcommand)]
+    Finetune(FinetuneCommand),
+    /// The label of a text, by a classifier made with `finetune classify`.
+    #[command(after_help = EXIT_STATUSES)]
+    Classify(ClassifyArgs),
     /// Measure this machine: FMA peak, SGEMM, training steps, generation against the memory
     /// bandwidth (under a minute).
     Bench,
@@ -210,7 +220,7 @@ const PRESET_FLAGS: [(&str, PresetValue); 19] = [
 ];
 
 /// `[default: from --preset: quickstart, tiny: 128 · book-ch5: 256 · …]` for a flag of
-/// [`PRESET_FLAGS`]: every preset's value, presets with the same value grouped.
+/// `PRESET_FLAGS`: every preset's value, presets with the same value grouped.
 pub fn preset_defaults(show: PresetValue) -> String {
     let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
     for name in TRAIN_PRESETS {
@@ -291,9 +301,15 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// UTF-8 text file to measure the loss on, cut into non-overlapping windows of the model's
-    /// context length (a short tail is dropped).
+    /// context length (a short tail is dropped); for a classifier, a labelled CSV/TSV file.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// For a classifier: the column holding the texts.
+    #[arg(long, default_value = "Text", value_name = "NAME")]
+    pub text_column: String,
+    /// For a classifier: the column holding the labels.
+    #[arg(long, default_value = "Label", value_name = "NAME")]
+    pub label_column: String,
     /// Windows per forward pass: memory against speed; the result does not change.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch_size: usize,
@@ -456,6 +472,18 @@ fn absolute(files: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Makes Ctrl-C set `stop` (the training loop then saves and stops after the current step);
+/// a second Ctrl-C exits at once with status 130.
+pub fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
+    let _ = ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting now (the last complete checkpoint is intact)");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit now)");
+    });
+}
+
 /// Returns the exit status: 0 when the run finished, 130 when it was interrupted (after
 /// saving).
 fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
@@ -494,14 +522,7 @@ fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
     };
     let out = Arc::new(out);
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: exiting now (the last complete checkpoint is intact)");
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit now)");
-    });
+    stop_on_ctrl_c(stop.clone());
     let hook_out = out.clone();
     let opts = RunOptions {
         out_dir: out.path.clone(),
@@ -625,6 +646,13 @@ fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
 }
 
 fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
+    if crate::checkpoint::resolve(&a.checkpoint).is_ok_and(|d| is_classifier(&d)) {
+        let columns = Columns {
+            text: a.text_column.clone(),
+            label: a.label_column.clone(),
+        };
+        return eval_classifier(&a.checkpoint, &a.data, &columns);
+    }
     if a.batch_size == 0 {
         return Err(TrainError("--batch-size must be at least 1".into()));
     }
@@ -688,6 +716,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Train(a) => train_command(a),
         Command::Generate(a) => generate_command(a),
         Command::Eval(a) => eval_command(a),
+        Command::Finetune(FinetuneCommand::Classify(a)) => finetune::classify_command(a),
+        Command::Classify(a) => classify::classify_command(a),
         Command::Bench => {
             crate::bench::run_bench();
             Ok(0)

@@ -16,7 +16,9 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod classification;
 pub mod cli;
+pub mod commands;
 pub mod corpus;
 pub mod data;
 pub mod error;

@@ -104,8 +104,47 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// One line of a chart: its legend and the value it takes from each record (NaN: no point).
+type Series = (&'static str, fn(&MetricRecord) -> f64);
+
 /// An SVG line chart of training and validation loss against tokens seen.
 pub fn loss_plot_svg(records: &[MetricRecord], title: &str) -> String {
+    line_plot_svg(
+        records,
+        title,
+        "Loss",
+        [
+            ("Training loss", |r| r.train_loss as f64),
+            ("Validation loss", |r| r.val_loss as f64),
+        ],
+    )
+}
+
+/// An SVG line chart of training and validation accuracy (%) against tokens seen
+/// (classification fine-tuning; the book's figure 6.17).
+pub fn accuracy_plot_svg(records: &[MetricRecord], title: &str) -> String {
+    line_plot_svg(
+        records,
+        title,
+        "Accuracy (%)",
+        [
+            ("Training accuracy", |r| {
+                r.train_accuracy.map_or(f64::NAN, |a| 100.0 * a as f64)
+            }),
+            ("Validation accuracy", |r| {
+                r.val_accuracy.map_or(f64::NAN, |a| 100.0 * a as f64)
+            }),
+        ],
+    )
+}
+
+/// Two lines (training, validation) against tokens seen.
+fn line_plot_svg(
+    records: &[MetricRecord],
+    title: &str,
+    y_label: &str,
+    series: [Series; 2],
+) -> String {
     let (w, h) = (720.0, 420.0);
     let (left, right, top, bottom) = (70.0, 20.0, 40.0, 55.0);
     let pw = w - left - right;
@@ -113,7 +152,7 @@ pub fn loss_plot_svg(records: &[MetricRecord], title: &str) -> String {
     let xs: Vec<f64> = records.iter().map(|r| r.tokens_seen as f64).collect();
     let losses = records
         .iter()
-        .flat_map(|r| [r.train_loss as f64, r.val_loss as f64])
+        .flat_map(|r| [series[0].1(r), series[1].1(r)])
         .filter(|v| v.is_finite());
     let (mut ymin, mut ymax) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
@@ -161,20 +200,21 @@ pub fn loss_plot_svg(records: &[MetricRecord], title: &str) -> String {
     s += &format!(
         "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>\n\
          <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">Tokens seen</text>\n\
-         <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">Loss</text>\n",
+         <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{y_label}</text>\n",
         left + pw / 2.0,
         h - 12.0,
         top + ph / 2.0,
         top + ph / 2.0
     );
-    for (label, color, dash, pick) in [
-        ("Training loss", "#1f77b4", "", 0),
-        ("Validation loss", "#ff7f0e", " stroke-dasharray=\"6 4\"", 1),
+    for (pick, color, dash) in [
+        (0, "#1f77b4", ""),
+        (1, "#ff7f0e", " stroke-dasharray=\"6 4\""),
     ] {
+        let (label, value) = series[pick];
         let points: Vec<String> = records
             .iter()
             .filter_map(|r| {
-                let y = if pick == 0 { r.train_loss } else { r.val_loss } as f64;
+                let y = value(r);
                 y.is_finite()
                     .then(|| format!("{:.1},{:.1}", px(r.tokens_seen as f64), py(y)))
             })

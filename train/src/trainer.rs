@@ -391,6 +391,7 @@ pub fn run(
         }
     };
     let task = LanguageModeling {
+        model: &model,
         train,
         val,
         tokenizer: &tok,
@@ -426,15 +427,12 @@ pub fn run(
         state.settings.preset, state.settings.tokenizer
     );
     let mut session = Session {
-        model: &model,
         opt,
         state,
         ctx,
         title,
         started: start_time,
-        save: Box::new(|model, opt, state| {
-            checkpoint::save(&opts.out_dir, model, &tok, opt, state)
-        }),
+        save: Box::new(|opt, state| checkpoint::save(&opts.out_dir, &model, &tok, opt, state)),
     };
     train_loop(&task, &mut session, opts)
 }
@@ -459,22 +457,28 @@ pub trait Task {
     fn epoch_order(&self, rng: &mut Rng) -> Vec<usize>;
     /// The training loss of batch `b` of an epoch visiting examples in `order`, and the number
     /// of tokens the batch holds.
-    fn batch_loss(&self, model: &GptModel, order: &[usize], b: usize) -> (Tensor, u64);
-    /// Losses on `eval_iter` batches of training and validation data, dropout off, no
-    /// gradients. With `reshuffle` (the book's exact runs) the batches are those of freshly
-    /// shuffled passes drawn from the run's generator, as iterating a PyTorch loader anew does.
-    fn evaluate(
-        &self,
-        model: &GptModel,
-        eval_iter: usize,
-        reshuffle: Option<&mut Rng>,
-    ) -> Evaluation;
+    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64);
+    /// The orders of fresh passes over the training and validation examples, drawn from the
+    /// run's generator as iterating a PyTorch loader anew does: how the book's exact runs
+    /// (`--book-compat`) pick the batches they evaluate on.
+    fn eval_orders(&self, rng: &mut Rng) -> EvalOrders;
+    /// Losses on the first `eval_iter` batches of training and validation data, in `orders`
+    /// or else in file order; dropout off, no gradients.
+    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation;
     /// A line to print after each epoch (`Ep N …`), if any.
-    fn end_of_epoch(&self, model: &GptModel, epoch: usize) -> Option<String>;
+    fn end_of_epoch(&self, epoch: usize) -> Option<String>;
+}
+
+/// The orders an evaluation visits the training and validation examples in.
+#[derive(Clone, Debug)]
+pub struct EvalOrders {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
 }
 
 /// Pretraining (chapter 5): next-token prediction over windows of one long text.
 pub struct LanguageModeling<'a> {
+    pub model: &'a GptModel,
     pub train: DataLoader,
     pub val: DataLoader,
     pub tokenizer: &'a Tokenizer,
@@ -492,28 +496,28 @@ impl Task for LanguageModeling<'_> {
         self.train.epoch_order(rng)
     }
 
-    fn batch_loss(&self, model: &GptModel, order: &[usize], b: usize) -> (Tensor, u64) {
+    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64) {
         let batch = self.train.batch(order, b);
-        let loss = model
+        let loss = self
+            .model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets);
         (loss, (batch.batch * batch.seq_len) as u64)
     }
 
-    fn evaluate(
-        &self,
-        model: &GptModel,
-        eval_iter: usize,
-        reshuffle: Option<&mut Rng>,
-    ) -> Evaluation {
-        let (train_loss, val_loss) = match reshuffle {
-            Some(rng) => {
-                let train_order = self.train.epoch_order(rng);
-                let train_loss = evaluate_in_order(model, &self.train, &train_order, eval_iter);
-                let val_order = self.val.epoch_order(rng);
-                let val_loss = evaluate_in_order(model, &self.val, &val_order, eval_iter);
-                (train_loss, val_loss)
-            }
+    fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
+        let train = self.train.epoch_order(rng);
+        let val = self.val.epoch_order(rng);
+        EvalOrders { train, val }
+    }
+
+    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation {
+        let model = self.model;
+        let (train_loss, val_loss) = match orders {
+            Some(o) => (
+                evaluate_in_order(model, &self.train, &o.train, eval_iter),
+                evaluate_in_order(model, &self.val, &o.val, eval_iter),
+            ),
             None => (
                 evaluate(model, &self.train, eval_iter),
                 evaluate(model, &self.val, eval_iter),
@@ -526,9 +530,9 @@ impl Task for LanguageModeling<'_> {
         }
     }
 
-    fn end_of_epoch(&self, model: &GptModel, epoch: usize) -> Option<String> {
+    fn end_of_epoch(&self, epoch: usize) -> Option<String> {
         let sample = sample_text(
-            model,
+            self.model,
             self.tokenizer,
             &self.start_context,
             self.sample_tokens,
@@ -537,11 +541,10 @@ impl Task for LanguageModeling<'_> {
     }
 }
 
-/// What the shared loop works on, assembled by each command: the model, its optimizer (over
-/// the trainable parameters only), where the run stands, the run's generator, and how a
-/// checkpoint is written.
+/// What the shared loop works on, assembled by each command: the optimizer (over the
+/// trainable parameters only), where the run stands, the run's context (its generator, and
+/// training or evaluation mode for dropout), and how a checkpoint is written.
 pub struct Session<'a> {
-    pub model: &'a GptModel,
     pub opt: AdamW,
     pub state: TrainerState,
     pub ctx: Context,
@@ -551,7 +554,7 @@ pub struct Session<'a> {
     pub started: Instant,
     /// Writes a complete checkpoint of the run as it stands; returns its directory.
     #[allow(clippy::type_complexity)]
-    pub save: Box<dyn Fn(&GptModel, &AdamW, &TrainerState) -> Result<PathBuf, TrainError> + 'a>,
+    pub save: Box<dyn Fn(&AdamW, &TrainerState) -> Result<PathBuf, TrainError> + 'a>,
 }
 
 /// The training loop shared by every command: the book's `train_model_simple` (section 5.2)
@@ -565,7 +568,6 @@ pub fn train_loop(
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
     let Session {
-        model,
         opt,
         state,
         ctx,
@@ -573,7 +575,6 @@ pub fn train_loop(
         started,
         save,
     } = session;
-    let model: &GptModel = model;
     let s = state.settings.clone();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_error(&opts.out_dir, e))?;
     let nb = task.batches_per_epoch();
@@ -592,7 +593,7 @@ pub fn train_loop(
             state.rng = ctx.rng().state();
             state.adam_t = opt.t;
             state.elapsed_secs = base_elapsed + started.elapsed().as_secs_f64();
-            let path = save(model, opt, state)?;
+            let path = save(opt, state)?;
             if let Some(hook) = &opts.on_checkpoint {
                 hook();
             }
@@ -605,11 +606,11 @@ pub fn train_loop(
         }
         while state.batch_in_epoch < nb && state.step < total {
             let t0 = Instant::now();
-            model.train();
+            ctx.train();
             let lr = s.lr_at(state.step, total);
             opt.set_lr(lr);
             opt.zero_grad();
-            let (loss, n_tokens) = task.batch_loss(model, &state.order, state.batch_in_epoch);
+            let (loss, n_tokens) = task.batch_loss(&state.order, state.batch_in_epoch);
             let lv = loss.item();
             if !lv.is_finite() {
                 return Err(non_finite("loss", state.step + 1, &opts.out_dir));
@@ -630,14 +631,11 @@ pub fn train_loop(
             rep.progress(state.step, lv, tps);
             // the book evaluates after the 1st step and then every eval_freq steps: 1, 6, 11, …
             if (state.step - 1).is_multiple_of(s.eval_freq) {
-                model.eval();
-                let e = if s.book_compat {
-                    // the run's generator stays locked while the batches are drawn and run;
-                    // nothing inside draws from it with dropout off
-                    task.evaluate(model, s.eval_iter, Some(&mut *ctx.rng()))
-                } else {
-                    task.evaluate(model, s.eval_iter, None)
-                };
+                ctx.eval();
+                // the orders are drawn first: the generator must not stay locked while the
+                // model runs (its layers take the lock)
+                let orders = s.book_compat.then(|| task.eval_orders(&mut ctx.rng()));
+                let e = task.evaluate(s.eval_iter, orders.as_ref());
                 (window_secs, window_tokens) = (0.0, 0);
                 let rec = MetricRecord {
                     step: state.step,
@@ -670,7 +668,8 @@ pub fn train_loop(
             }
         }
         if state.batch_in_epoch >= nb {
-            if let Some(line) = task.end_of_epoch(model, state.epoch + 1) {
+            ctx.eval();
+            if let Some(line) = task.end_of_epoch(state.epoch + 1) {
                 rep.line(&line);
             }
             state.epoch += 1;

@@ -113,9 +113,11 @@ pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
 }
 
 /// Loads a model and its tokenizer for inference from a run directory, a checkpoint directory,
-/// or a Hugging Face GPT-2 directory (GPT-2 tokenizer unless it carries its own files).
+/// a Hugging Face GPT-2 directory (GPT-2 tokenizer unless it carries its own files), or a
+/// GPT-2 name such as `gpt2` (from the Hugging Face cache, downloaded when missing: see
+/// [`crate::hub::checkpoint_dir`]).
 pub fn load_for_inference(path: &Path, ctx: &Context) -> Result<(GptModel, Tokenizer), TrainError> {
-    let dir = resolve(path)?;
+    let dir = resolve(&crate::hub::checkpoint_dir(path)?)?;
     let cfg = weights::read_config(&dir.join(weights::CONFIG_FILE))?;
     let need = MemoryEstimate::inference(&cfg, 1);
     crate::memory::check_fits(&need, &format!("the model in {}", dir.display()))?;

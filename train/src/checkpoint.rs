@@ -7,7 +7,7 @@
 //!   latest                       "checkpoints/step-00000120" (replaced atomically)
 //!   checkpoints/step-00000120/
 //!     config.json, model.safetensors     GPT-2 names and layout (loads in other GPT-2 tools)
-//!     tokenizer.json [+ vocab.json, merges.txt]
+//!     tokenizer.json, vocab.json, merges.txt  Hugging Face tokenizer files (see tokenizer::files)
 //!     optimizer.safetensors              AdamW moments m/<param>, v/<param>
 //!     trainer_state.json                 step, epoch, data position, RNG state, settings, metrics
 //!   metrics.csv, loss.svg

@@ -618,6 +618,20 @@ fn names_fail_in_one_line_when_unknown_or_offline_and_not_cached() {
         .env("HF_HUB_CACHE", &cache)
         .env("HF_HUB_OFFLINE", "true")));
     assert!(e.contains(&cache.display().to_string()), "{e}");
+    // what transformers' from_pretrained("gpt2") left in the cache is used, without network
+    let legacy = home.join("hub/models--gpt2");
+    std::fs::create_dir_all(legacy.join("refs")).unwrap();
+    std::fs::write(legacy.join("refs/main"), COMMIT).unwrap();
+    write_model(&legacy.join("snapshots").join(COMMIT), 257);
+    std::fs::write(
+        legacy.join("snapshots").join(COMMIT).join("tokenizer.json"),
+        Tokenizer::bytes().files()[0].1.clone(),
+    )
+    .unwrap();
+    assert_ok(&run(generate("gpt2")
+        .env("HF_HOME", &home)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")));
+    std::fs::remove_dir_all(&legacy).unwrap();
     // an existing directory of that name wins over the name
     let cwd = home.join("cwd");
     write_model(&cwd.join("gpt2"), 257);
@@ -630,5 +644,25 @@ fn names_fail_in_one_line_when_unknown_or_offline_and_not_cached() {
         .current_dir(&cwd)
         .env("HF_HOME", &home)
         .env("HF_HUB_OFFLINE", "1")));
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn a_model_too_large_for_memory_is_refused_before_its_weights_are_downloaded() {
+    let home = common::fresh_dir("hf-home-too-large");
+    let mut files = served_files(false);
+    let huge = json!({"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024,
+        "n_embd": 12800, "n_head": 64, "n_layer": 8}); // 16 G parameters, 64 GB
+    files.insert("config.json".into(), serde_json::to_vec(&huge).unwrap());
+    let hub = Hub::start(files, 0);
+    let mut cmd = generate("gpt2");
+    with_hub(&mut cmd, &home, &hub);
+    let e = error_line(&run(&mut cmd));
+    assert!(e.contains("config.json needs"), "{e}");
+    let seen = hub.seen();
+    assert!(
+        seen.iter().all(|s| !s.path.ends_with("model.safetensors")),
+        "{seen:?}"
+    );
     std::fs::remove_dir_all(&home).unwrap();
 }

@@ -8,10 +8,13 @@
 //!   `~/.cache/huggingface/hub`. A model lives in `models--openai-community--gpt2/`, with
 //!   `refs/main` naming the commit, `snapshots/<commit>/` holding the files (links into
 //!   `blobs/`), and `.no_exist/<commit>/<file>` marking a file the repository does not have.
-//!   Files downloaded by Python's `huggingface_hub` are found here, and the other way round.
+//!   Files downloaded by Python's `huggingface_hub` are found here, and the other way round;
+//!   a complete `models--gpt2/` (what `from_pretrained("gpt2")` leaves) is used too.
 //! - Only what loading needs is downloaded: [`REQUIRED_FILES`], then [`OPTIONAL_FILES`]
 //!   (skipped when the repository has none); never the other weight formats the repository
-//!   also holds. A complete snapshot is used without asking the server anything.
+//!   also holds. A model too large for this machine's memory is refused from its `config.json`,
+//!   before the weights are downloaded. A complete snapshot is used without asking the server
+//!   anything.
 //! - `HF_ENDPOINT` replaces `https://huggingface.co`; `HF_HUB_OFFLINE=1` uses the cache only;
 //!   `HF_TOKEN` (or the token file of `huggingface-cli login`) is sent when present.
 //! - Downloads go through the `hf-hub` crate: a progress bar on a terminal, up to
@@ -185,6 +188,13 @@ pub fn model_dir(repo: &str) -> Result<PathBuf, TrainError> {
             return Ok(dir);
         }
     }
+    // `from_pretrained("gpt2")` caches under the name it was given, `models--gpt2`
+    let legacy = repo
+        .strip_prefix("openai-community/")
+        .map(|short| CachedRepo::new(&cache, short));
+    if let Some(dir) = legacy.as_ref().and_then(CachedRepo::usable_snapshot) {
+        return Ok(dir);
+    }
     let by_hand = || {
         format!(
             "download {} from {}/{repo} by hand into a directory and pass --checkpoint DIR",
@@ -242,6 +252,9 @@ fn download(
         cached.root.display()
     );
     for &file in missing {
+        if file == "model.safetensors" {
+            fits_in_memory(cached)?; // before the largest download, not after
+        }
         let url = hub.url(file);
         match hub.download_with_progress(file, Bar::new()) {
             Ok(_) => {}
@@ -266,6 +279,19 @@ fn download(
         }
     }
     Ok(())
+}
+
+/// Refuses a model too large for this machine as soon as its `config.json` is there.
+fn fits_in_memory(cached: &CachedRepo) -> Result<(), TrainError> {
+    let Some(commit) = cached.commit() else {
+        return Ok(());
+    };
+    let config = cached.snapshot(&commit).join(model::weights::CONFIG_FILE);
+    let Ok(cfg) = model::weights::read_config(&config) else {
+        return Ok(()); // loading will say what is wrong with it
+    };
+    let need = model::memory::MemoryEstimate::inference(&cfg, 1);
+    crate::memory::check_fits(&need, &format!("the model in {}", config.display()))
 }
 
 fn is_not_found(e: &ApiError) -> bool {

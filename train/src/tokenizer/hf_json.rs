@@ -287,6 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn mutated_files_load_or_fail_with_an_error_never_a_panic() {
+        let tok = Tokenizer::train_bpe(&"low lower lowest ".repeat(30), 270, |_, _| {}).unwrap();
+        let good = tok.files().swap_remove(0).1;
+        let dir = temp_dir("mutated");
+        let path = dir.join("tokenizer.json");
+        let mut rng = tensor::Rng::seed(13);
+        for case in 0..600 {
+            let mut bytes = good.clone();
+            for _ in 0..=rng.below(3) {
+                let i = rng.below(bytes.len());
+                match rng.below(3) {
+                    0 => bytes[i] = b"\"0123456789[]{},: abz"[rng.below(20)],
+                    1 => drop(bytes.drain(i..(i + rng.below(40)).min(bytes.len()))),
+                    _ => bytes.insert(i, rng.below(256) as u8),
+                }
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let r = std::panic::catch_unwind(|| Tokenizer::load(&dir));
+            match r {
+                Ok(Ok(t)) => assert_eq!(t.decode(&t.encode(TEXT)).unwrap(), TEXT),
+                Ok(Err(e)) => assert!(e.to_string().contains("tokenizer.json"), "{e}"),
+                Err(_) => panic!("case {case} panicked"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn older_checkpoints_kind_markers_still_load() {
         let dir = temp_dir("marker");
         let bpe = Tokenizer::train_bpe(&"low lower lowest ".repeat(30), 270, |_, _| {}).unwrap();

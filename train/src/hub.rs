@@ -307,11 +307,18 @@ fn one_line(e: &ApiError) -> String {
 }
 
 /// A download's progress: a bar when stderr is a terminal, nothing otherwise.
-struct Bar(Option<ProgressBar>);
+struct Bar {
+    bar: Option<ProgressBar>,
+    /// Whether the next update is the bytes a continued transfer already had.
+    starting: bool,
+}
 
 impl Bar {
     fn new() -> Bar {
-        Bar(None)
+        Bar {
+            bar: None,
+            starting: false,
+        }
     }
 }
 
@@ -321,7 +328,7 @@ impl Progress for Bar {
             return;
         }
         // called again when a retry continues: keep one bar
-        let bar = self.0.get_or_insert_with(|| {
+        let bar = self.bar.get_or_insert_with(|| {
             let bar = ProgressBar::new(size as u64);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -334,16 +341,20 @@ impl Progress for Bar {
             bar
         });
         bar.set_position(0);
+        self.starting = true;
     }
 
     fn update(&mut self, size: usize) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.inc(size as u64);
+            if std::mem::take(&mut self.starting) {
+                bar.reset_eta(); // bytes already there are no part of the speed
+            }
         }
     }
 
     fn finish(&mut self) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.finish();
         }
     }

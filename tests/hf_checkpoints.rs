@@ -273,6 +273,11 @@ fn checkpoints_written_now_carry_hugging_face_tokenizer_files() {
     assert_eq!(json["model"]["type"], "BPE");
     assert_eq!(json["model"]["vocab"].as_object().unwrap().len(), 257);
     assert!(ckpt.join("vocab.json").is_file() && ckpt.join("merges.txt").is_file());
+    // Hugging Face's GPT2Config would otherwise take 50256 as end-of-text
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(ckpt.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["eos_token_id"], 256);
+    assert_eq!(config["bos_token_id"], 256);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -260,6 +260,40 @@ fn checkpoints_of_older_versions_still_load() {
 }
 
 #[test]
+fn runs_of_older_versions_resume() {
+    let dir = common::fresh_dir("hf-old-run");
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let mut args = vec!["train", "--out", o, "--max-steps", "1"];
+    args.extend_from_slice(common::SMALL_MODEL);
+    args.push("--quiet");
+    assert_ok(&run(bin().args(&args)));
+    // made into what earlier versions wrote: trainer_state.json and the kind marker
+    let ckpt = out.join(std::fs::read_to_string(out.join("latest")).unwrap().trim());
+    std::fs::rename(
+        ckpt.join("scratchgpt_state.json"),
+        ckpt.join("trainer_state.json"),
+    )
+    .unwrap();
+    std::fs::write(ckpt.join("tokenizer.json"), "{\n  \"kind\": \"bytes\"\n}").unwrap();
+    std::fs::remove_file(ckpt.join("vocab.json")).unwrap();
+    std::fs::remove_file(ckpt.join("merges.txt")).unwrap();
+    assert_ok(&run(bin().args([
+        "train",
+        "--resume",
+        o,
+        "--max-steps",
+        "2",
+        "--quiet",
+    ])));
+    let ckpt = out.join(std::fs::read_to_string(out.join("latest")).unwrap().trim());
+    assert!(ckpt.ends_with("step-00000002"), "{}", ckpt.display());
+    assert!(ckpt.join("scratchgpt_state.json").is_file());
+    assert!(!ckpt.join("trainer_state.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn checkpoints_written_now_carry_hugging_face_tokenizer_files() {
     let dir = common::fresh_dir("hf-new-checkpoint");
     let out = dir.join("run");

@@ -9,7 +9,8 @@
 //!     config.json, model.safetensors     GPT-2 names and layout (loads in other GPT-2 tools)
 //!     tokenizer.json, vocab.json, merges.txt  Hugging Face tokenizer files (see tokenizer::files)
 //!     optimizer.safetensors              AdamW moments m/<param>, v/<param>
-//!     trainer_state.json                 step, epoch, data position, RNG state, settings, metrics
+//!     scratchgpt_state.json              step, epoch, data position, RNG state, settings, metrics
+//!                                        (trainer_state.json in earlier versions, still read)
 //!   metrics.csv, loss.svg
 //! ```
 //! A checkpoint is first written completely into a temporary directory (every file flushed to
@@ -33,7 +34,11 @@ use crate::settings::TrainSettings;
 use crate::tokenizer::Tokenizer;
 
 pub const LATEST_FILE: &str = "latest";
-pub const STATE_FILE: &str = "trainer_state.json";
+/// scratchgpt's own name: Hugging Face's Trainer writes a `trainer_state.json` of another
+/// content into its checkpoints.
+pub const STATE_FILE: &str = "scratchgpt_state.json";
+/// The state file's name in checkpoints of earlier versions (still read).
+pub const OLD_STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_VERSION: u32 = 1;
 
@@ -168,7 +173,11 @@ pub fn load_for_resume(path: &Path, ctx: &Context) -> Result<Resumed, TrainError
 
 /// The trainer state of the checkpoint directory `dir` (see [`resolve`]).
 pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
-    let state_path = dir.join(STATE_FILE);
+    let state_path = [STATE_FILE, OLD_STATE_FILE]
+        .map(|f| dir.join(f))
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join(STATE_FILE));
     if !state_path.is_file() {
         return Err(TrainError(format!(
             "{}: not a training checkpoint (no {STATE_FILE}); only scratchgpt runs can be resumed",

@@ -210,7 +210,7 @@ const PRESET_FLAGS: [(&str, PresetValue); 19] = [
 ];
 
 /// `[default: from --preset: quickstart, tiny: 128 · book-ch5: 256 · …]` for a flag of
-/// [`PRESET_FLAGS`]: every preset's value, presets with the same value grouped.
+/// `PRESET_FLAGS`: every preset's value, presets with the same value grouped.
 pub fn preset_defaults(show: PresetValue) -> String {
     let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
     for name in TRAIN_PRESETS {

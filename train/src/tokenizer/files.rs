@@ -178,6 +178,7 @@ impl BpeTables<'_> {
             MergeRanks::ByPair(pairs)
         };
         Tokenizer::from_parts(TokenizerKind::Bpe, decoder, ranks, self.pretokenize)
+            .map_err(|e| verr(e.0))
     }
 }
 

@@ -23,6 +23,8 @@ use super::files::{vocab_entries, BpeTables};
 use super::{Tokenizer, TokenizerError, END_OF_TEXT};
 
 /// The `tokenizer.json` of `tok`, whose tokens written out are `names` and merges `merges`.
+/// The fields are those of the published GPT-2 file, which every `tokenizers` version reads
+/// (no `ignore_merges`, which versions before 0.19 do not know; it defaults to false).
 pub(super) fn to_json(tok: &Tokenizer, names: &[String], merges: &[(u32, u32)]) -> Vec<u8> {
     let byte_level = |add_prefix_space: bool, trim_offsets: bool| {
         json!({
@@ -68,7 +70,6 @@ pub(super) fn to_json(tok: &Tokenizer, names: &[String], merges: &[(u32, u32)]) 
             "end_of_word_suffix": "",
             "fuse_unk": false,
             "byte_fallback": false,
-            "ignore_merges": false,
             "vocab": vocab,
             "merges": merges,
         },

@@ -49,7 +49,7 @@ fn train_generate_eval_happy_path() {
         "config.json",
         "model.safetensors",
         "optimizer.safetensors",
-        "trainer_state.json",
+        "scratchgpt_state.json",
         "tokenizer.json",
     ] {
         assert!(ckpt.join(f).is_file(), "{f} missing");
@@ -287,7 +287,8 @@ fn assert_ok(out: &Output) {
 fn latest_step(run: &Path) -> usize {
     let ckpt = run.join(std::fs::read_to_string(run.join("latest")).unwrap().trim());
     let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ckpt.join("trainer_state.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(ckpt.join("scratchgpt_state.json")).unwrap())
+            .unwrap();
     state["step"].as_u64().unwrap() as usize
 }
 

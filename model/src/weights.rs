@@ -141,8 +141,11 @@ fn format_err(path: &Path, message: impl Into<String>) -> WeightsError {
 // ------------------------------------------------------------------ config.json
 
 /// The config in Hugging Face's GPT-2 field names, plus a `scratchgpt` section for what
-/// GPT-2 has no field for (other tools ignore it).
+/// GPT-2 has no field for (other tools ignore it). `bos_token_id`/`eos_token_id` name the last
+/// id, where every scratchgpt tokenizer keeps `<|endoftext|>` (50256 for GPT-2's); without
+/// them Hugging Face's `GPT2Config` assumes 50256 whatever the vocabulary.
 pub fn config_to_json(cfg: &GptConfig) -> Value {
+    let end_of_text = cfg.vocab_size.saturating_sub(1);
     json!({
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -158,6 +161,8 @@ pub fn config_to_json(cfg: &GptConfig) -> Value {
         "embd_pdrop": cfg.drop_rate,
         "attn_pdrop": cfg.drop_rate,
         "tie_word_embeddings": cfg.tie_weights,
+        "bos_token_id": end_of_text,
+        "eos_token_id": end_of_text,
         "scratchgpt": { "qkv_bias": cfg.qkv_bias },
     })
 }

@@ -7,9 +7,10 @@
 //!   latest                       "checkpoints/step-00000120" (replaced atomically)
 //!   checkpoints/step-00000120/
 //!     config.json, model.safetensors     GPT-2 names and layout (loads in other GPT-2 tools)
-//!     tokenizer.json [+ vocab.json, merges.txt]
+//!     tokenizer.json, vocab.json, merges.txt  Hugging Face tokenizer files (see tokenizer::files)
 //!     optimizer.safetensors              AdamW moments m/<param>, v/<param>
-//!     trainer_state.json                 step, epoch, data position, RNG state, settings, metrics
+//!     scratchgpt_state.json              step, epoch, data position, RNG state, settings, metrics
+//!                                        (trainer_state.json in earlier versions, still read)
 //!   metrics.csv, loss.svg
 //! ```
 //! A checkpoint is first written completely into a temporary directory (every file flushed to
@@ -33,7 +34,11 @@ use crate::settings::TrainSettings;
 use crate::tokenizer::Tokenizer;
 
 pub const LATEST_FILE: &str = "latest";
-pub const STATE_FILE: &str = "trainer_state.json";
+/// scratchgpt's own name: Hugging Face's Trainer writes a `trainer_state.json` of another
+/// content into its checkpoints.
+pub const STATE_FILE: &str = "scratchgpt_state.json";
+/// The state file's name in checkpoints of earlier versions (still read).
+pub const OLD_STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_VERSION: u32 = 1;
 
@@ -113,9 +118,11 @@ pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
 }
 
 /// Loads a model and its tokenizer for inference from a run directory, a checkpoint directory,
-/// or a Hugging Face GPT-2 directory (GPT-2 tokenizer unless it carries its own files).
+/// a Hugging Face GPT-2 directory (GPT-2 tokenizer unless it carries its own files), or a
+/// GPT-2 name such as `gpt2` (from the Hugging Face cache, downloaded when missing: see
+/// [`crate::hub::checkpoint_dir`]).
 pub fn load_for_inference(path: &Path, ctx: &Context) -> Result<(GptModel, Tokenizer), TrainError> {
-    let dir = resolve(path)?;
+    let dir = resolve(&crate::hub::checkpoint_dir(path)?)?;
     let cfg = weights::read_config(&dir.join(weights::CONFIG_FILE))?;
     let need = MemoryEstimate::inference(&cfg, 1);
     crate::memory::check_fits(&need, &format!("the model in {}", dir.display()))?;
@@ -166,7 +173,11 @@ pub fn load_for_resume(path: &Path, ctx: &Context) -> Result<Resumed, TrainError
 
 /// The trainer state of the checkpoint directory `dir` (see [`resolve`]).
 pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
-    let state_path = dir.join(STATE_FILE);
+    let state_path = [STATE_FILE, OLD_STATE_FILE]
+        .map(|f| dir.join(f))
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join(STATE_FILE));
     if !state_path.is_file() {
         return Err(TrainError(format!(
             "{}: not a training checkpoint (no {STATE_FILE}); only scratchgpt runs can be resumed",

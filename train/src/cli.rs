@@ -258,9 +258,10 @@ pub fn command() -> clap::Command {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// A run directory (its latest checkpoint), one checkpoint directory, or a Hugging Face
-    /// GPT-2 directory (config.json + model.safetensors).
-    #[arg(long, value_name = "DIR")]
+    /// A run directory (its latest checkpoint), one checkpoint directory, a Hugging Face
+    /// GPT-2 directory (config.json + model.safetensors), or a GPT-2 name (gpt2, gpt2-medium,
+    /// gpt2-large, gpt2-xl: from the Hugging Face cache, downloaded when missing).
+    #[arg(long, value_name = "DIR|NAME")]
     pub checkpoint: PathBuf,
     /// The text to continue. A prompt longer than the model's context keeps its last tokens
     /// (with a notice).
@@ -296,9 +297,9 @@ pub struct GenerateArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A run directory (its latest checkpoint), one checkpoint directory, or a Hugging Face
-    /// GPT-2 directory.
-    #[arg(long, value_name = "DIR")]
+    /// A run directory (its latest checkpoint), one checkpoint directory, a Hugging Face
+    /// GPT-2 directory, or a GPT-2 name (as for generate).
+    #[arg(long, value_name = "DIR|NAME")]
     pub checkpoint: PathBuf,
     /// UTF-8 text file to measure the loss on, cut into non-overlapping windows of the model's
     /// context length (a short tail is dropped); for a classifier, a labelled CSV/TSV file.

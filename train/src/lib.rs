@@ -10,6 +10,7 @@
 //! | 5.2 | the training loop, evaluation, samples | [`trainer`] |
 //! | appendix D | warm-up, cosine decay, gradient clipping | [`settings`], [`trainer`] |
 //! | — | checkpoints and resuming | [`checkpoint`] |
+//! | — | GPT-2 by name from the Hugging Face cache or hub | [`hub`] |
 //! | — | run directories: runs never overwrite each other | [`run_dir`] |
 //! | — | metrics and the loss plot | [`metrics`] |
 //! | — | the `scratchgpt` command line | [`cli`] |
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod corpus;
 pub mod data;
 pub mod error;
+pub mod hub;
 pub mod memory;
 pub mod metrics;
 pub mod run_dir;

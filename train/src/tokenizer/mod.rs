@@ -18,6 +18,7 @@
 //! as several.
 
 pub mod files;
+pub mod hf_json;
 pub mod trainer;
 
 use std::collections::HashMap;

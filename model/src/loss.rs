@@ -6,6 +6,7 @@
 //! the softmax of the logits. Perplexity `e^loss` reads as "the model is as unsure as if it
 //! chose uniformly among this many tokens" (about V for an untrained model).
 
+pub use tensor::ops::cross_entropy::IGNORE_INDEX;
 use tensor::Tensor;
 
 use crate::gpt::GptModel;
@@ -19,12 +20,38 @@ pub fn cross_entropy(logits: &Tensor, targets: &[usize]) -> Tensor {
 }
 
 /// The book's step-by-step version (5.1.2): softmax → probabilities of the targets → log →
-/// mean → negate. Built from `log_softmax` (log of softmax, stable) and `gather_last`.
+/// mean → negate. Built from `log_softmax` (log of softmax, stable) and `gather_last`. Rows
+/// whose target is [`IGNORE_INDEX`] (chapter 7) are masked out of the mean.
 #[track_caller]
 pub fn cross_entropy_composed(logits: &Tensor, targets: &[usize]) -> Tensor {
     let log_probas = logits.log_softmax(-1);
-    let target_log_probas = log_probas.gather_last(targets);
-    target_log_probas.mean_all().neg()
+    if !targets.contains(&IGNORE_INDEX) {
+        let target_log_probas = log_probas.gather_last(targets);
+        return target_log_probas.mean_all().neg();
+    }
+    // gather any valid id for the ignored rows, then weigh them by 0
+    let gathered: Vec<usize> = targets
+        .iter()
+        .map(|&t| if t == IGNORE_INDEX { 0 } else { t })
+        .collect();
+    let counted = targets
+        .iter()
+        .filter(|&&t| t != IGNORE_INDEX)
+        .count()
+        .max(1);
+    let weights: Vec<f32> = targets
+        .iter()
+        .map(|&t| {
+            if t == IGNORE_INDEX {
+                0.0
+            } else {
+                1.0 / counted as f32
+            }
+        })
+        .collect();
+    let picked = log_probas.gather_last(&gathered);
+    let w = Tensor::from_vec(weights, picked.shape());
+    (&picked * &w).sum_all().neg()
 }
 
 /// `e^loss`.
@@ -47,15 +74,23 @@ mod tests {
 
     #[test]
     fn fused_and_composed_agree() {
+        check_agreement(&[0, 6, 3, 3, 1, 2]);
+    }
+
+    #[test]
+    fn fused_and_composed_agree_with_ignored_targets() {
+        check_agreement(&[0, IGNORE_INDEX, 3, IGNORE_INDEX, 1, 2]);
+    }
+
+    fn check_agreement(t: &[usize]) {
         let logits = Tensor::randn(&[2, 3, 7], &mut Rng::seed(0))
             .mul_scalar(4.0)
             .requires_grad();
-        let t = [0, 6, 3, 3, 1, 2];
-        let a = cross_entropy(&logits, &t);
+        let a = cross_entropy(&logits, t);
         a.backward();
         let ga = logits.grad().unwrap();
         logits.zero_grad();
-        let b = cross_entropy_composed(&logits, &t);
+        let b = cross_entropy_composed(&logits, t);
         b.backward();
         assert_close(&a, &b, 1e-5);
         assert_close(&ga, &logits.grad().unwrap(), 1e-6);

@@ -8,6 +8,12 @@
 //! dxⱼ  = (e^(xⱼ − lse) − [j = t]) · dL/N          (softmax minus one-hot, over N rows)
 //! ```
 //! Saved for backward: one `lse` per row, so no second vocabulary-sized tensor ever exists.
+//!
+//! **Ignored rows.** A row whose target is [`IGNORE_INDEX`] (PyTorch's `ignore_index=-100`:
+//! padding after the end of a text, or an instruction's prompt that is not to be learned,
+//! book chapter 7) contributes neither loss nor gradient, and the mean is over the rows that
+//! count: N above is their number. If no row counts the loss is 0 with no gradient (PyTorch
+//! gives NaN there; a batch with nothing to learn should not stop a training run).
 //! The composed twin is `−mean(gather(log_softmax(x), t))` (`model::loss::cross_entropy_composed`),
 //! and a test checks they agree. PyTorch: `F.cross_entropy(logits.flatten(0, -2), targets)`.
 
@@ -15,6 +21,9 @@ use crate::autograd::{Backward, GradStore};
 use crate::kernels::math;
 use crate::kernels::parallel::{for_each_row, for_each_row_with_cost};
 use crate::tensor::Tensor;
+
+/// The target of a row that does not count (PyTorch's `-100`).
+pub const IGNORE_INDEX: usize = usize::MAX;
 
 /// Per-row log-sum-exp and loss. Shapes: logits (N, V), targets (N,), lse/loss (N,)
 fn cross_entropy_forward(
@@ -45,11 +54,14 @@ fn cross_entropy_forward(
         },
     );
     for (r, loss) in losses.iter_mut().enumerate() {
-        *loss = lse[r] - logits[r * v + targets[r]];
+        *loss = match targets[r] {
+            IGNORE_INDEX => 0.0,
+            t => lse[r] - logits[r * v + t],
+        };
     }
 }
 
-/// `dlogits[r, j] += (softmax[r, j] − [j = t_r]) · scale`.
+/// `dlogits[r, j] += (softmax[r, j] − [j = t_r]) · scale`, for rows that count.
 fn cross_entropy_backward(
     dlogits: &mut [f32],
     logits: &[f32],
@@ -63,6 +75,9 @@ fn cross_entropy_backward(
         v,
         #[inline(always)]
         |r, d| {
+            if targets[r] == IGNORE_INDEX {
+                return;
+            }
             let row = &logits[r * v..(r + 1) * v];
             for (dj, &x) in d.iter_mut().zip(row) {
                 *dj += math::exp(x - lse[r]) * scale;
@@ -75,6 +90,8 @@ fn cross_entropy_backward(
 struct CrossEntropyNode {
     lse: Vec<f32>,
     targets: Vec<usize>,
+    /// Rows that count (targets other than IGNORE_INDEX).
+    counted: usize,
 }
 
 impl Backward for CrossEntropyNode {
@@ -84,7 +101,10 @@ impl Backward for CrossEntropyNode {
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
         let x = &inputs[0];
         let v = x.size(-1);
-        let scale = dout[0] / self.targets.len() as f32;
+        if self.counted == 0 {
+            return;
+        }
+        let scale = dout[0] / self.counted as f32;
         let xv = x.values();
         if let Some(dx) = grads.slot(x) {
             cross_entropy_backward(dx, &xv, &self.lse, &self.targets, v, scale);
@@ -94,7 +114,8 @@ impl Backward for CrossEntropyNode {
 
 impl Tensor {
     /// Mean cross-entropy of logits `[..., V]` against one target id per row (`targets.len()`
-    /// = number of rows). Returns a 0-d tensor.
+    /// = number of rows); rows whose target is [`IGNORE_INDEX`] do not count. Returns a 0-d
+    /// tensor. PyTorch: `F.cross_entropy(logits.flatten(0, -2), targets, ignore_index=-100)`.
     #[track_caller]
     pub fn cross_entropy(&self, targets: &[usize]) -> Tensor {
         let v = self.size(-1);
@@ -105,24 +126,27 @@ impl Tensor {
             targets.len(),
             self.shape()
         );
-        if let Some(&bad) = targets.iter().find(|&&t| t >= v) {
+        if let Some(&bad) = targets.iter().find(|&&t| t >= v && t != IGNORE_INDEX) {
             panic!("cross_entropy: target {bad} out of range for {v} classes");
         }
         let xv = self.values();
         let mut lse = vec![0.0; rows];
         let mut losses = vec![0.0; rows];
         cross_entropy_forward(&mut lse, &mut losses, &xv, targets, v);
-        let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / rows as f64;
+        let counted = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+        let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / counted.max(1) as f64;
         let targets = targets.to_vec();
         Tensor::from_op(vec![mean as f32], &[], &[self], || CrossEntropyNode {
             lse,
             targets,
+            counted,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::IGNORE_INDEX;
     use crate::testing::gradcheck;
     use crate::{Rng, Tensor};
 
@@ -149,6 +173,46 @@ mod tests {
         assert!((a.item() - b.item()).abs() < 1e-5);
         let gb = x.grad().unwrap().to_vec();
         assert!(ga.iter().zip(&gb).all(|(p, q)| (p - q).abs() < 1e-6));
+    }
+
+    #[test]
+    fn ignored_rows_count_for_nothing() {
+        // the book's demonstration (section 7.3): logits [[-1, 1], [-0.5, 1.5]] with targets
+        // [0, 1] give 1.1269; a third row makes it 0.7936; ignoring that row gives 1.1269 again
+        let two = Tensor::from_vec(vec![-1.0, 1.0, -0.5, 1.5], &[2, 2]);
+        assert!((two.cross_entropy(&[0, 1]).item() - 1.1269).abs() < 1e-4);
+        let three =
+            Tensor::from_vec(vec![-1.0, 1.0, -0.5, 1.5, -0.5, 1.5], &[3, 2]).requires_grad();
+        assert!((three.cross_entropy(&[0, 1, 1]).item() - 0.7936).abs() < 1e-4);
+        let loss = three.cross_entropy(&[0, 1, IGNORE_INDEX]);
+        assert!((loss.item() - 1.1269).abs() < 1e-4);
+        loss.backward();
+        let g = three.grad().unwrap().to_vec();
+        assert_eq!(&g[4..], &[0.0, 0.0], "an ignored row gets no gradient");
+        // and equals the loss of the two rows alone, gradient included
+        let alone = Tensor::from_vec(vec![-1.0, 1.0, -0.5, 1.5], &[2, 2]).requires_grad();
+        alone.cross_entropy(&[0, 1]).backward();
+        assert_eq!(&g[..4], &alone.grad().unwrap().to_vec()[..]);
+        // nothing counts: zero, no gradient
+        let none = Tensor::zeros(&[2, 3]).requires_grad();
+        let l = none.cross_entropy(&[IGNORE_INDEX, IGNORE_INDEX]);
+        assert_eq!(l.item(), 0.0);
+        l.backward();
+        assert!(none
+            .grad()
+            .is_none_or(|g| g.to_vec().iter().all(|&x| x == 0.0)));
+    }
+
+    #[test]
+    fn gradcheck_with_ignored_rows() {
+        let mut rng = Rng::seed(18);
+        let x = Tensor::randn(&[5, 7], &mut rng);
+        gradcheck(
+            &[&x],
+            |t| t[0].cross_entropy(&[3, IGNORE_INDEX, 0, IGNORE_INDEX, 6]),
+            &mut rng,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -10,18 +10,19 @@ use std::sync::Arc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use model::generate::{generate, GenerateOptions, Sampling};
-use model::Context;
+use model::{Context, GptModel};
 use tensor::{no_grad, Rng};
 
 use crate::checkpoint::{self, load_for_inference};
 use crate::classification::{is_classifier, Columns};
 use crate::commands::classify::{self, eval_classifier, ClassifyArgs};
 use crate::commands::finetune::{self, FinetuneCommand};
+use crate::commands::instruct::{self, ChatArgs};
 use crate::data::{DataLoader, TokenWindows};
 use crate::error::{io_error, TrainError};
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::{TokenizerSpec, TrainSettings, TRAIN_PRESETS};
-use crate::tokenizer::END_OF_TEXT;
+use crate::tokenizer::{Tokenizer, END_OF_TEXT};
 use crate::trainer::{self, RunOptions};
 
 /// Largest training file read (a guard against pointing --data at a disk image).
@@ -62,6 +63,9 @@ pub enum Command {
     /// The label of a text, by a classifier made with `finetune classify`.
     #[command(after_help = EXIT_STATUSES)]
     Classify(ClassifyArgs),
+    /// Give instructions to a model made with `finetune instruct`; it answers each one.
+    #[command(after_help = EXIT_STATUSES)]
+    Chat(ChatArgs),
     /// Measure this machine: FMA peak, SGEMM, training steps, generation against the memory
     /// bandwidth (under a minute).
     Bench,
@@ -580,12 +584,15 @@ fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
     Ok(if summary.interrupted { 130 } else { 0 })
 }
 
-fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
-    if a.temperature == 0.0 {
-        for (flag, given) in [
-            ("--top-k", a.top_k.is_some()),
-            ("--top-p", a.top_p.is_some()),
-        ] {
+/// The sampling rule the flags ask for: greedy at temperature 0 (where `--top-k`/`--top-p`
+/// would have no effect, so giving them is an error), else temperature with top-k / top-p.
+pub fn sampling_from_flags(
+    temperature: f32,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+) -> Result<Sampling, TrainError> {
+    if temperature == 0.0 {
+        for (flag, given) in [("--top-k", top_k.is_some()), ("--top-p", top_p.is_some())] {
             if given {
                 return Err(TrainError(format!(
                     "{flag} has no effect with --temperature 0 (greedy decoding always takes the most likely token); give a temperature above 0 to sample"
@@ -594,18 +601,16 @@ fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
         }
     }
     let sampling = Sampling {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
+        temperature,
+        top_k,
+        top_p,
     };
     sampling.validate()?;
-    if a.prompt.is_empty() {
-        return Err(TrainError("--prompt must not be empty".into()));
-    }
-    let ctx = Context::new(a.seed);
-    let (model, tok) = load_for_inference(&a.checkpoint, &ctx)?;
-    let mut prompt = tok.encode(&a.prompt);
-    let context = model.cfg.context_length;
+    Ok(sampling)
+}
+
+/// The prompt's ids, keeping the last `context` of them with a notice when it is longer.
+pub fn crop_prompt(mut prompt: Vec<usize>, context: usize) -> Vec<usize> {
     if prompt.len() > context {
         eprintln!(
             "note: the prompt is {} tokens, more than the model's context of {context}; only its last {context} tokens are used",
@@ -613,18 +618,20 @@ fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
         );
         prompt.drain(..prompt.len() - context);
     }
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        sampling,
-        eos_id: tok.end_of_text(),
-        use_cache: !a.no_cache,
-    };
+    prompt
+}
+
+/// Generates after `prompt`, printing each token to standard output as soon as its bytes form
+/// whole UTF-8 characters (end-of-text ends the text and is not printed).
+pub fn stream_to_stdout(
+    model: &GptModel,
+    tok: &Tokenizer,
+    prompt: &[usize],
+    opts: &GenerateOptions,
+    rng: &mut Rng,
+) {
     let mut out = std::io::stdout().lock();
-    let _ = write!(out, "{}", a.prompt);
-    let _ = out.flush();
-    // Stream: print each token's bytes as soon as they form whole UTF-8 characters.
     let mut pending: Vec<u8> = Vec::new();
-    let mut rng = Rng::seed(a.seed);
     let mut stream = |id: usize| {
         if Some(id) == tok.end_of_text() {
             return;
@@ -641,8 +648,26 @@ fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
         let _ = out.flush();
         pending.drain(..valid);
     };
-    generate(&model, &prompt, &opts, &mut rng, &mut stream);
+    generate(model, prompt, opts, rng, &mut stream);
     let _ = writeln!(std::io::stdout());
+}
+
+fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
+    let sampling = sampling_from_flags(a.temperature, a.top_k, a.top_p)?;
+    if a.prompt.is_empty() {
+        return Err(TrainError("--prompt must not be empty".into()));
+    }
+    let ctx = Context::new(a.seed);
+    let (model, tok) = load_for_inference(&a.checkpoint, &ctx)?;
+    let prompt = crop_prompt(tok.encode(&a.prompt), model.cfg.context_length);
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        sampling,
+        eos_id: tok.end_of_text(),
+        use_cache: !a.no_cache,
+    };
+    print!("{}", a.prompt);
+    stream_to_stdout(&model, &tok, &prompt, &opts, &mut Rng::seed(a.seed));
     Ok(0)
 }
 
@@ -718,7 +743,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Generate(a) => generate_command(a),
         Command::Eval(a) => eval_command(a),
         Command::Finetune(FinetuneCommand::Classify(a)) => finetune::classify_command(a),
+        Command::Finetune(FinetuneCommand::Instruct(a)) => instruct::instruct_command(a),
         Command::Classify(a) => classify::classify_command(a),
+        Command::Chat(a) => instruct::chat_command(a),
         Command::Bench => {
             crate::bench::run_bench();
             Ok(0)

@@ -24,6 +24,7 @@ pub mod corpus;
 pub mod data;
 pub mod error;
 pub mod hub;
+pub mod instruction;
 pub mod memory;
 pub mod metrics;
 pub mod run_dir;

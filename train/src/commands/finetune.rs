@@ -32,6 +32,9 @@ pub enum FinetuneCommand {
     /// Fine-tune a pretrained GPT to classify texts (book chapter 6): a new output head with one
     /// logit per label, trained on a labelled CSV or TSV file.
     Classify(Box<ClassifyTrainArgs>),
+    /// Fine-tune a pretrained GPT to follow instructions (book chapter 7): the Alpaca prompt
+    /// template, all weights trained, then responses to the test split.
+    Instruct(Box<crate::commands::instruct::InstructTrainArgs>),
 }
 
 #[derive(Args, Debug)]

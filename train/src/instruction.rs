@@ -1,0 +1,418 @@
+//! Instruction fine-tuning (book chapter 7): instruction–response pairs in the Alpaca prompt
+//! template, batched with the book's collate rule, trained with the shared loop.
+//!
+//! The template (section 7.2), exactly:
+//! ```text
+//! Below is an instruction that describes a task. Write a response that appropriately completes the request.
+//!
+//! ### Instruction:
+//! {instruction}
+//!
+//! ### Input:            ← only when the input is not empty
+//! {input}
+//!
+//! ### Response:
+//! {output}
+//! ```
+//! The collate rule (section 7.3, [`collate`]): append one end-of-text to every sequence, pad
+//! with end-of-text to the longest in the batch plus one, inputs drop the last token, targets
+//! are the inputs shifted by one, and every padding target but the first becomes
+//! [`IGNORE_INDEX`] (so the model learns to *stop* once, and padding is otherwise ignored by
+//! the loss); then truncate to the allowed length. With `mask_prompt` (the book's exercise
+//! 7.2) the targets of the prompt are ignored too, so only the response is learned.
+
+use std::path::Path;
+
+use model::generate::{generate, GenerateOptions, Sampling};
+use model::loss::IGNORE_INDEX;
+use model::GptModel;
+use serde::{Deserialize, Serialize};
+use tensor::{no_grad, Rng, Tensor};
+
+use crate::error::{io_error, TrainError};
+use crate::tokenizer::Tokenizer;
+use crate::trainer::{EvalOrders, Evaluation, Task};
+
+/// One entry of an instruction data set (the book's `instruction-data.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstructionEntry {
+    pub instruction: String,
+    /// May be empty.
+    pub input: String,
+    pub output: String,
+}
+
+/// The prompt of an entry: the template up to (not including) the response (`format_input`).
+pub fn format_input(e: &InstructionEntry) -> String {
+    let mut s = format!(
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{}",
+        e.instruction
+    );
+    if !e.input.is_empty() {
+        s += &format!("\n\n### Input:\n{}", e.input);
+    }
+    s
+}
+
+/// The response part of the template, which follows [`format_input`].
+pub fn format_response(output: &str) -> String {
+    format!("\n\n### Response:\n{output}")
+}
+
+/// Reads a JSON array of `{"instruction", "input", "output"}` objects, or JSON Lines of them.
+/// `input` may be missing (taken as empty); every error names the file and the entry.
+pub fn read_entries(path: &Path) -> Result<Vec<InstructionEntry>, TrainError> {
+    let text = crate::cli::read_text_file(path)?;
+    let trimmed = text.trim_start();
+    let values: Vec<(String, serde_json::Value)> = if trimmed.starts_with('[') {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError(format!("{}: not valid JSON: {e}", path.display())))?;
+        v.as_array()
+            .expect("starts with [")
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("entry {i}"), v.clone()))
+            .collect()
+    } else if trimmed.starts_with('{') {
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                TrainError(format!("{}:{}: not valid JSON: {e}", path.display(), n + 1))
+            })?;
+            out.push((format!("line {}", n + 1), v));
+        }
+        out
+    } else {
+        return Err(TrainError(format!(
+            "{}: expected a JSON array of objects or JSON Lines (one object per line)",
+            path.display()
+        )));
+    };
+    let mut entries = Vec::with_capacity(values.len());
+    for (at, v) in values {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| TrainError(format!("{}: {at} is not a JSON object", path.display())))?;
+        let field = |key: &str, required: bool| -> Result<String, TrainError> {
+            match obj.get(key) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                None | Some(serde_json::Value::Null) if !required => Ok(String::new()),
+                None => Err(TrainError(format!(
+                    "{}: {at} has no {key:?}",
+                    path.display()
+                ))),
+                Some(other) => Err(TrainError(format!(
+                    "{}: {at}: {key:?} must be a string, got {other}",
+                    path.display()
+                ))),
+            }
+        };
+        let e = InstructionEntry {
+            instruction: field("instruction", true)?,
+            input: field("input", false)?,
+            output: field("output", true)?,
+        };
+        if e.instruction.trim().is_empty() {
+            return Err(TrainError(format!(
+                "{}: {at}: the instruction is empty",
+                path.display()
+            )));
+        }
+        entries.push(e);
+    }
+    if entries.is_empty() {
+        return Err(TrainError(format!("{}: no entries", path.display())));
+    }
+    Ok(entries)
+}
+
+/// The book's split (section 7.2): the first 85% for training, the next 10% for testing, the
+/// rest for validation (test comes before validation). Returns (train, test, validation).
+pub fn split(
+    entries: &[InstructionEntry],
+) -> (
+    &[InstructionEntry],
+    &[InstructionEntry],
+    &[InstructionEntry],
+) {
+    let n = entries.len();
+    let train_end = (n as f64 * 0.85) as usize;
+    let test_end = train_end + (n as f64 * 0.1) as usize;
+    (
+        &entries[..train_end],
+        &entries[train_end..test_end],
+        &entries[test_end..],
+    )
+}
+
+/// A tokenized entry: prompt + response ids, and how many of them are the prompt.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub ids: Vec<usize>,
+    pub prompt_len: usize,
+}
+
+pub fn encode(tok: &Tokenizer, e: &InstructionEntry) -> Encoded {
+    let prompt = format_input(e);
+    let prompt_len = tok.encode(&prompt).len();
+    let ids = tok.encode(&(prompt + &format_response(&e.output)));
+    Encoded { ids, prompt_len }
+}
+
+/// One collated batch: `batch` rows of `seq_len` inputs and targets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Collated {
+    pub inputs: Vec<usize>,
+    pub targets: Vec<usize>,
+    pub batch: usize,
+    pub seq_len: usize,
+}
+
+/// The book's `custom_collate_fn` (see the module docs); `prompt_lens` masks the prompts'
+/// targets (exercise 7.2: `targets[:instruction_length - 1] = -100`).
+pub fn collate(
+    items: &[&[usize]],
+    pad: usize,
+    allowed_max_length: Option<usize>,
+    prompt_lens: Option<&[usize]>,
+) -> Collated {
+    let longest = items.iter().map(|i| i.len() + 1).max().unwrap_or(1);
+    let mut rows: Vec<(Vec<usize>, Vec<usize>)> = Vec::with_capacity(items.len());
+    for (k, item) in items.iter().enumerate() {
+        let mut padded = item.to_vec();
+        padded.push(pad);
+        padded.resize(longest, pad);
+        let mut inputs = padded[..longest - 1].to_vec();
+        let mut targets = padded[1..].to_vec();
+        // every padding target but the first is ignored: the model learns to stop once
+        let mut seen_pad = false;
+        for t in targets.iter_mut() {
+            if *t == pad {
+                if seen_pad {
+                    *t = IGNORE_INDEX;
+                }
+                seen_pad = true;
+            }
+        }
+        if let Some(lens) = prompt_lens {
+            let n = lens[k].saturating_sub(1).min(targets.len());
+            targets[..n].iter_mut().for_each(|t| *t = IGNORE_INDEX);
+        }
+        if let Some(max) = allowed_max_length {
+            inputs.truncate(max);
+            targets.truncate(max);
+        }
+        rows.push((inputs, targets));
+    }
+    let seq_len = rows.first().map_or(0, |r| r.0.len());
+    Collated {
+        inputs: rows.iter().flat_map(|r| r.0.iter().copied()).collect(),
+        targets: rows.iter().flat_map(|r| r.1.iter().copied()).collect(),
+        batch: rows.len(),
+        seq_len,
+    }
+}
+
+/// Instruction fine-tuning as a [`Task`] of the shared training loop.
+pub struct InstructionTuning<'a> {
+    pub model: &'a GptModel,
+    pub tokenizer: &'a Tokenizer,
+    pub train: Vec<Encoded>,
+    pub val: Vec<Encoded>,
+    pub batch_size: usize,
+    pub pad: usize,
+    /// Truncate batches to this many tokens (the model's context at most).
+    pub max_length: usize,
+    pub mask_prompt: bool,
+    /// The prompt of the sample printed after each epoch (the book: the first validation
+    /// entry's).
+    pub sample_prompt: String,
+}
+
+impl InstructionTuning<'_> {
+    fn batch(&self, set: &[Encoded], rows: &[usize]) -> Collated {
+        let items: Vec<&[usize]> = rows.iter().map(|&r| set[r].ids.as_slice()).collect();
+        let lens: Vec<usize> = rows.iter().map(|&r| set[r].prompt_len).collect();
+        collate(
+            &items,
+            self.pad,
+            Some(self.max_length),
+            self.mask_prompt.then_some(lens.as_slice()),
+        )
+    }
+
+    fn loss(&self, c: &Collated) -> Tensor {
+        self.model
+            .forward(&c.inputs, c.batch)
+            .cross_entropy(&c.targets)
+    }
+
+    /// The mean of the batch losses over the first `n` batches in `order` (`calc_loss_loader`).
+    fn mean_loss(&self, set: &[Encoded], order: &[usize], n: usize) -> f32 {
+        let _g = no_grad();
+        let batches: Vec<&[usize]> = order.chunks(self.batch_size).take(n).collect();
+        let total: f32 = batches
+            .iter()
+            .map(|rows| self.loss(&self.batch(set, rows)).item())
+            .sum();
+        total / batches.len().max(1) as f32
+    }
+}
+
+impl Task for InstructionTuning<'_> {
+    fn batches_per_epoch(&self) -> usize {
+        self.train.len() / self.batch_size
+    }
+
+    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
+        rng.epoch_permutation(self.train.len(), true)
+    }
+
+    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64) {
+        let rows = &order[b * self.batch_size..(b + 1) * self.batch_size];
+        let c = self.batch(&self.train, rows);
+        (self.loss(&c), c.inputs.len() as u64)
+    }
+
+    fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
+        let train = rng.epoch_permutation(self.train.len(), true);
+        let val = rng.epoch_permutation(self.val.len(), false);
+        EvalOrders { train, val }
+    }
+
+    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation {
+        let in_order = |n: usize| (0..n).collect::<Vec<_>>();
+        let (t, v) = match orders {
+            Some(o) => (o.train.clone(), o.val.clone()),
+            None => (in_order(self.train.len()), in_order(self.val.len())),
+        };
+        Evaluation {
+            train_loss: self.mean_loss(&self.train, &t, eval_iter),
+            val_loss: self.mean_loss(&self.val, &v, eval_iter),
+            ..Evaluation::default()
+        }
+    }
+
+    fn end_of_epoch(&self, epoch: usize) -> Option<String> {
+        let sample =
+            crate::trainer::sample_text(self.model, self.tokenizer, &self.sample_prompt, 50);
+        Some(format!("Ep {epoch} sample: {sample}"))
+    }
+}
+
+/// The model's greedy response to an entry's prompt (the book's section 7.7): up to
+/// `max_new_tokens`, stopping at end-of-text, with the `### Response:` header removed.
+pub fn respond(
+    model: &GptModel,
+    tok: &Tokenizer,
+    e: &InstructionEntry,
+    max_new_tokens: usize,
+) -> String {
+    let prompt = tok.encode(&format_input(e));
+    let context = model.cfg.context_length;
+    let prompt = &prompt[prompt.len().saturating_sub(context)..];
+    let opts = GenerateOptions {
+        max_new_tokens,
+        sampling: Sampling::greedy(),
+        eos_id: tok.end_of_text(),
+        use_cache: true,
+    };
+    let out = generate(model, prompt, &opts, &mut Rng::seed(0), |_| {});
+    let mut new = out[prompt.len()..].to_vec();
+    if new.last() == tok.end_of_text().as_ref() {
+        new.pop();
+    }
+    let text = tok.decode(&new).unwrap_or_default();
+    text.replace("### Response:", "").trim().to_string()
+}
+
+/// An entry with the model's response, as the book writes `instruction-data-with-response.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EntryWithResponse<'a> {
+    pub instruction: &'a str,
+    pub input: &'a str,
+    pub output: &'a str,
+    pub model_response: String,
+}
+
+/// Writes the test entries with the model's responses (pretty JSON, as the book's `indent=4`).
+pub fn write_responses(path: &Path, entries: &[EntryWithResponse]) -> Result<(), TrainError> {
+    let json = serde_json::to_vec_pretty(entries).expect("responses serialise");
+    model::weights::write_atomically(path, &json)
+        .map_err(|e| io_error(path, std::io::Error::other(e.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_book_collate_example() {
+        // book section 7.3: inputs [0,1,2,3,4], [5,6], [7,8,9]
+        let c = collate(&[&[0, 1, 2, 3, 4], &[5, 6], &[7, 8, 9]], 50256, None, None);
+        assert_eq!((c.batch, c.seq_len), (3, 5));
+        assert_eq!(
+            c.inputs,
+            [0, 1, 2, 3, 4, 5, 6, 50256, 50256, 50256, 7, 8, 9, 50256, 50256]
+        );
+        let x = IGNORE_INDEX;
+        assert_eq!(
+            c.targets,
+            [1, 2, 3, 4, 50256, 6, 50256, x, x, x, 8, 9, 50256, x, x]
+        );
+        // truncation after masking, and prompt masking (exercise 7.2)
+        let t = collate(&[&[0, 1, 2, 3, 4], &[5, 6]], 50256, Some(3), Some(&[3, 1]));
+        assert_eq!(t.seq_len, 3);
+        assert_eq!(t.targets, [x, x, 3, 6, 50256, x]);
+    }
+
+    #[test]
+    fn the_template_is_the_books() {
+        let e = InstructionEntry {
+            instruction: "Identify the correct spelling of the following word.".into(),
+            input: "Ocassion".into(),
+            output: "The correct spelling is 'Occasion.'".into(),
+        };
+        let full = format_input(&e) + &format_response(&e.output);
+        assert_eq!(
+            full,
+            "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nIdentify the correct spelling of the following word.\n\n### Input:\nOcassion\n\n### Response:\nThe correct spelling is 'Occasion.'"
+        );
+        let no_input = InstructionEntry {
+            input: String::new(),
+            ..e
+        };
+        assert!(!format_input(&no_input).contains("### Input:"));
+        // the book's split of its 1,100 entries: 935 / 110 / 55, test before validation
+        let many = vec![no_input; 1100];
+        let (train, test, val) = split(&many);
+        assert_eq!((train.len(), test.len(), val.len()), (935, 110, 55));
+    }
+
+    #[test]
+    fn json_and_jsonl_read_and_errors_name_the_entry() {
+        let dir = std::env::temp_dir();
+        let p = dir.join(format!("scratchgpt-instr-{}.json", std::process::id()));
+        std::fs::write(&p, r#"[{"instruction": "a", "input": "", "output": "b"}, {"instruction": "c", "output": "d"}]"#).unwrap();
+        assert_eq!(read_entries(&p).unwrap().len(), 2);
+        std::fs::write(&p, "{\"instruction\": \"a\", \"output\": \"b\"}\n\n{\"instruction\": \"c\", \"input\": \"x\", \"output\": \"d\"}\n").unwrap();
+        assert_eq!(read_entries(&p).unwrap()[1].input, "x");
+        for (text, needle) in [
+            (r#"{"a": 1}"#, "line 1 has no \"instruction\""),
+            (r#"[{"instruction": "a"}]"#, "entry 0 has no \"output\""),
+            (r#"[{"instruction": 3, "output": "b"}]"#, "must be a string"),
+            (r#"[1]"#, "entry 0 is not a JSON object"),
+            (r#"[{"instruction": "a", "output": "b"}"#, "not valid JSON"),
+            ("hello", "expected a JSON array"),
+            ("[]", "no entries"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let err = read_entries(&p).unwrap_err().0;
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+}

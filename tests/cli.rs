@@ -511,8 +511,18 @@ fn console_csv_and_checkpoints_count_steps_alike_and_samples_show_newlines() {
 fn help_documents_every_flag_with_its_default() {
     let top = run(&["--help"]);
     assert!(String::from_utf8_lossy(&top.stdout).contains("130 interrupted"));
-    for sub in ["train", "generate", "eval"] {
-        let out = run(&[sub, "--help"]);
+    for sub in [
+        "train",
+        "generate",
+        "eval",
+        "finetune classify",
+        "finetune instruct",
+        "classify",
+        "chat",
+    ] {
+        let mut args: Vec<&str> = sub.split(' ').collect();
+        args.push("--help");
+        let out = run(&args);
         assert_ok(&out);
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(help.contains("Exit status"), "{sub}: {help}");
@@ -525,10 +535,10 @@ fn help_documents_every_flag_with_its_default() {
             let (flag, text) = line.trim_start().split_once("  ").unwrap_or((line, ""));
             assert!(!text.trim().is_empty(), "{sub} {flag} has no description");
             let takes_value = flag.contains('<');
-            let required = ["--checkpoint", "--prompt"]
+            let required = ["--checkpoint", "--prompt", "--train", "--val"]
                 .iter()
                 .any(|r| flag.starts_with(r))
-                || (sub == "eval" && flag.starts_with("--data"));
+                || (["eval", "finetune instruct"].contains(&sub) && flag.starts_with("--data"));
             if takes_value && !required {
                 assert!(
                     text.contains("[default"),

@@ -16,7 +16,8 @@ pub struct ClassifyArgs {
     /// A classifier's run or checkpoint directory (made with `scratchgpt finetune classify`).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// The text to classify; prints its label and the label's probability.
+    /// The text to classify; prints its label and the label's probability [default: none; give
+    /// --text or --file].
     #[arg(
         long,
         value_name = "TEXT",
@@ -25,7 +26,7 @@ pub struct ClassifyArgs {
     )]
     pub text: Option<String>,
     /// Classify every non-empty line of this UTF-8 file; writes CSV (text,label,probability)
-    /// to standard output.
+    /// to standard output [default: none].
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
 }

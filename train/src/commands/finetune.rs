@@ -31,17 +31,19 @@ use crate::trainer::{self, RunOptions, Session};
 pub enum FinetuneCommand {
     /// Fine-tune a pretrained GPT to classify texts (book chapter 6): a new output head with one
     /// logit per label, trained on a labelled CSV or TSV file.
+    #[command(after_help = crate::cli::EXIT_STATUSES)]
     Classify(Box<ClassifyTrainArgs>),
     /// Fine-tune a pretrained GPT to follow instructions (book chapter 7): the Alpaca prompt
     /// template, all weights trained, then responses to the test split.
+    #[command(after_help = crate::cli::EXIT_STATUSES)]
     Instruct(Box<crate::commands::instruct::InstructTrainArgs>),
 }
 
 #[derive(Args, Debug)]
 pub struct ClassifyTrainArgs {
-    /// The pretrained model: a run directory, a checkpoint directory, or a Hugging Face GPT-2
-    /// directory.
-    #[arg(long, value_name = "DIR")]
+    /// The pretrained model: a run directory, a checkpoint directory, a Hugging Face GPT-2
+    /// directory, or a GPT-2 name (gpt2, gpt2-medium, …).
+    #[arg(long, value_name = "DIR|NAME")]
     pub checkpoint: PathBuf,
     /// Training examples: a CSV file (or TSV, by its .tsv extension) with a header row.
     #[arg(long, value_name = "FILE")]

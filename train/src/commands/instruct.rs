@@ -16,7 +16,7 @@ use model::{Context, Module};
 use tensor::{AdamW, Rng};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::cli::{crop_prompt, sampling_from_flags, stream_to_stdout};
+use crate::commands::generate::{crop_prompt, stream_to_stdout, SamplingArgs};
 use crate::error::TrainError;
 use crate::instruction::{
     encode, format_input, format_response, read_entries, respond, split, write_responses,
@@ -322,31 +322,15 @@ pub struct ChatArgs {
     /// Tokens of each response, at most (it stops at end-of-text).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy decoding, as the book evaluates.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        allow_negative_numbers = true,
-        value_name = "T"
-    )]
-    pub temperature: f32,
-    /// Sample only among the K most likely tokens; needs --temperature above 0 [default: all].
-    #[arg(long, value_name = "K")]
-    pub top_k: Option<usize>,
-    /// Sample only among the most likely tokens whose probabilities add up to P; needs
-    /// --temperature above 0 [default: off].
-    #[arg(long, allow_negative_numbers = true, value_name = "P")]
-    pub top_p: Option<f32>,
-    /// Seed of the sampling generator.
-    #[arg(long, default_value_t = 123, value_name = "N")]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// Runs `chat`: every instruction is wrapped in the book's template (with the response
 /// header), and the response is streamed until end-of-text.
 pub fn chat_command(a: &ChatArgs) -> Result<i32, TrainError> {
-    let sampling = sampling_from_flags(a.temperature, a.top_k, a.top_p)?;
-    let ctx = Context::new(a.seed);
+    let sampling = a.sampling.sampling()?;
+    let ctx = Context::new(a.sampling.seed);
     let (model, tok) = checkpoint::load_for_inference(&a.checkpoint, &ctx)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
@@ -354,7 +338,7 @@ pub fn chat_command(a: &ChatArgs) -> Result<i32, TrainError> {
         eos_id: tok.end_of_text(),
         use_cache: true,
     };
-    let mut rng = Rng::seed(a.seed);
+    let mut rng = Rng::seed(a.sampling.seed);
     let mut answer = |instruction: &str, input: &str| {
         let entry = InstructionEntry {
             instruction: instruction.to_string(),

@@ -1,6 +1,9 @@
-//! The commands of the `scratchgpt` binary that have their own file (the older ones, `train`,
-//! `generate`, `eval` and `bench`, still live in [`crate::cli`]).
+//! The commands of the `scratchgpt` binary, one file each; [`crate::cli`] parses the command
+//! line and dispatches to them.
 
 pub mod classify;
+pub mod eval;
 pub mod finetune;
+pub mod generate;
 pub mod instruct;
+pub mod train;

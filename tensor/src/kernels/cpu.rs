@@ -235,7 +235,7 @@ pub fn check_environment() -> Result<(), String> {
 
 /// One line naming the CPU and the paths in use, for the first line of benchmarks and
 /// training logs, e.g. `CPU: AMD EPYC (x86_64, AVX-512, AVX2+FMA); SGEMM: own AVX-512 12×32
-/// kernel (KC 256, NC 480); element-wise: AVX-512, 16 lanes`.
+/// kernel (KC 256, NC 1024); element-wise: AVX-512, 16 lanes`.
 pub fn describe() -> String {
     let mut features = vec![std::env::consts::ARCH];
     if has_avx512() {

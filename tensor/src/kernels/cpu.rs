@@ -262,8 +262,9 @@ pub fn describe() -> String {
 
 /// How [`describe`] names a GEMM path, with its tile and block sizes.
 pub fn describe_gemm(path: GemmPath) -> String {
-    use super::packed_gemm::{Blocking, MicroKernel};
-    fn own<K: MicroKernel>(label: &str) -> String {
+    #[cfg(target_arch = "x86_64")]
+    fn own<K: super::packed_gemm::MicroKernel>(label: &str) -> String {
+        use super::packed_gemm::Blocking;
         let b = Blocking::of::<K>();
         format!(
             "own {label} {}×{} kernel (KC {}, NC {})",

@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use super::cpu::GemmPath;
-use super::packed_gemm::{self, MicroKernel, Operand};
+use super::packed_gemm::Operand;
 use super::parallel::serial_dot;
 use super::simd::wide;
 
@@ -258,7 +258,7 @@ pub fn gemm_serial(
 /// multiples. (`matrixmultiply` takes any split; its own tiles are no larger than this.)
 fn tile_of(path: GemmPath) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
-    use super::{gemm_avx2::Avx2, gemm_avx512::Avx512};
+    use super::{gemm_avx2::Avx2, gemm_avx512::Avx512, packed_gemm::MicroKernel};
     match path {
         #[cfg(target_arch = "x86_64")]
         GemmPath::Avx2 => (Avx2::MR, Avx2::NR),
@@ -416,19 +416,20 @@ unsafe fn sgemm_block(
         rs: x.rs,
         cs: x.cs,
     };
+    // the block: rows of A, columns of B, and its corner of C
     let (ap, bp) = (op(a, rows.start, 0), op(b, 0, cols.start));
     let cb = c.0.add(rows.start * ldc + cols.start);
-    // SAFETY (both kernels): the CPU runs the path (asserted above); bounds are the caller's.
+    // SAFETY (all paths): the CPU runs the path (asserted above); bounds are the caller's.
     match path {
         #[cfg(target_arch = "x86_64")]
         GemmPath::Avx512 => {
-            use super::gemm_avx512::Avx512;
+            use super::{gemm_avx512::Avx512, packed_gemm};
             packed_gemm::gemm::<Avx512>(mb, k, nb, alpha, ap, bp, beta, cb, ldc);
             return;
         }
         #[cfg(target_arch = "x86_64")]
         GemmPath::Avx2 => {
-            use super::gemm_avx2::Avx2;
+            use super::{gemm_avx2::Avx2, packed_gemm};
             packed_gemm::gemm::<Avx2>(mb, k, nb, alpha, ap, bp, beta, cb, ldc);
             return;
         }
@@ -439,14 +440,14 @@ unsafe fn sgemm_block(
         k,
         nb,
         alpha,
-        a.data.as_ptr().add(a.offset + rows.start * a.rs),
-        a.rs as isize,
-        a.cs as isize,
-        b.data.as_ptr().add(b.offset + cols.start * b.cs),
-        b.rs as isize,
-        b.cs as isize,
+        ap.ptr,
+        ap.rs as isize,
+        ap.cs as isize,
+        bp.ptr,
+        bp.rs as isize,
+        bp.cs as isize,
         beta,
-        c.0.add(rows.start * ldc + cols.start),
+        cb,
         ldc as isize,
         1,
     );

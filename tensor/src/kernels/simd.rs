@@ -10,7 +10,7 @@
 //! enabled, and never reorders float sums), so results are bit-identical on every path.
 
 use super::cpu::SimdPath;
-pub use super::cpu::{has_avx2_fma, has_avx512};
+use super::cpu::{has_avx2_fma, has_avx512};
 
 /// Runs `f`, compiled for the widest vectors this CPU has (see the module docs). The compiler
 /// only does so for code it inlines into the copy: mark the closure `#[inline(always)]`, and

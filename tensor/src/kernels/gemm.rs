@@ -644,36 +644,26 @@ mod tests {
 
     #[test]
     fn bit_identical_across_thread_counts() {
+        // Column bands (m < n) and row bands (m >= n), both with partial tiles, and k longer
+        // than one KC slice on every path, so the sum runs over several slices; β = 1 too.
         let mut rng = Rng::seed(1);
-        let (m, k, n) = (300, 200, 500);
-        let a = random(m * k, &mut rng);
-        let b = random(k * n, &mut rng);
-        let run = |path: GemmPath, threads: usize| {
-            let mut c = vec![0.0; m * n];
-            pool(threads).install(|| {
+        for (m, k, n, beta) in [(300, 700, 500, 0.0), (500, 700, 130, 1.0)] {
+            let a = random(m * k, &mut rng);
+            let b = random(k * n, &mut rng);
+            let c0 = random(m * n, &mut rng);
+            let run = |path: GemmPath, threads: usize| {
+                let mut c = c0.clone();
+                let (am, bm) = (MatRef::row_major(&a, 0, k), MatRef::row_major(&b, 0, n));
                 // called from outside the pool's workers, as the ops do
-                gemm_on(
-                    path,
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    MatRef::row_major(&a, 0, k),
-                    MatRef::row_major(&b, 0, n),
-                    0.0,
-                    &mut c,
-                )
-            });
-            c
-        };
-        for path in paths() {
-            let one = run(path, 1);
-            for t in [2, 3] {
-                assert!(
-                    same_bits(&run(path, t), &one),
-                    "{} {t} threads",
-                    path.name()
-                );
+                pool(threads).install(|| gemm_on(path, m, k, n, 1.0, am, bm, beta, &mut c));
+                c
+            };
+            for path in paths() {
+                let one = run(path, 1);
+                for t in [2, 3] {
+                    let what = format!("{} {m}×{k}×{n}, {t} threads", path.name());
+                    assert!(same_bits(&run(path, t), &one), "{what}");
+                }
             }
         }
     }

@@ -30,6 +30,7 @@ fn composed(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
 }
 
 fn main() {
+    common::print_paths();
     common::tune_allocator();
     let mut c = Criterion::default().configure_from_args();
     let (b, nh, hs) = (2, 12, 64);

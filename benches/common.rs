@@ -2,6 +2,16 @@
 
 #![allow(dead_code)]
 
+/// Prints the CPU and the code paths in use (the first line of every bench), or exits with an
+/// `error:` line when `SCRATCHGPT_GEMM` / `SCRATCHGPT_SIMD` ask for a path this CPU lacks.
+pub fn print_paths() {
+    if let Err(e) = tensor::kernels::check_environment() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    println!("{}", tensor::kernels::describe());
+}
+
 /// A rayon pool per thread count to measure: 1 and all cores.
 pub fn pools() -> Vec<(String, rayon::ThreadPool)> {
     let all = rayon::current_num_threads();

@@ -14,6 +14,7 @@ use tensor::Rng;
 mod common;
 
 fn main() {
+    common::print_paths();
     common::tune_allocator();
     let mut c = Criterion::default().configure_from_args();
     let model = GptModel::new(

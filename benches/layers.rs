@@ -13,6 +13,7 @@ use tensor::{Rng, Tensor};
 mod common;
 
 fn main() {
+    common::print_paths();
     let mut c = Criterion::default().configure_from_args();
     let mut rng = Rng::seed(0);
     let n = 512;

@@ -16,6 +16,7 @@ use tensor::{AdamW, Optimizer, Rng};
 mod common;
 
 fn main() {
+    common::print_paths();
     common::tune_allocator();
     let mut c = Criterion::default().configure_from_args();
     for ((label, cfg, batch), name) in

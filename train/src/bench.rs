@@ -1,5 +1,5 @@
-//! `scratchgpt bench`: this machine's speed in under a minute, without criterion — the FMA
-//! peak, SGEMM on GPT-2 shapes as a share of it, fused causal attention, training steps of
+//! `scratchgpt bench`: this machine's speed in under a minute, without criterion — the CPU and
+//! code paths in use (first line), the FMA peak, SGEMM on GPT-2 shapes as a share of it, fused causal attention, training steps of
 //! three model sizes, and generation with the KV cache against the memory read bandwidth.
 //! (`cargo bench` has the careful versions of each.) `benches/pytorch_reference.py` runs the
 //! same jobs in PyTorch, for a comparison on the same machine.
@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use model::generate::{generate, GenerateOptions, Sampling};
 use model::{Context, GptConfig, GptModel, Module};
+use tensor::kernels::cpu::GemmPath;
 use tensor::kernels::gemm::{gemm, MatRef};
 use tensor::kernels::peak;
 use tensor::{AdamW, Optimizer, Rng, Tensor};
@@ -58,11 +59,23 @@ fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
 
 /// Runs the benchmarks and prints one table.
 pub fn run_bench() {
+    println!("{}", tensor::kernels::describe());
     let threads = rayon::current_num_threads();
     let peak1 = peak::peak_gflops_one_core(300);
     let peak_all = peak::peak_gflops_all_cores(300);
     println!("threads: {threads} (set RAYON_NUM_THREADS to change)");
-    println!("FMA peak: {peak1:.1} GFLOP/s per core, {peak_all:.1} GFLOP/s on {threads} threads\n");
+    println!("FMA peak: {peak1:.1} GFLOP/s per core, {peak_all:.1} GFLOP/s on {threads} threads");
+    // SGEMM is compared with the peak of the vector width its path computes with
+    let path = GemmPath::current();
+    let gemm_peak = match path {
+        GemmPath::Avx2 => {
+            let p = peak::peak_gflops_all_cores_for(path, 300);
+            println!("AVX2 FMA peak (the SGEMM path's width): {p:.1} GFLOP/s on {threads} threads");
+            p
+        }
+        _ => peak_all,
+    };
+    println!();
     println!("{:<44} {:>12} {:>16}", "benchmark", "time", "throughput");
 
     let mut rng = Rng::seed(0);
@@ -90,7 +103,7 @@ pub fn run_bench() {
             "{label:<44} {:>10.2}ms {:>9.1} GFLOP/s ({:.0}% of peak)",
             secs * 1e3,
             gflops,
-            100.0 * gflops / peak_all
+            100.0 * gflops / gemm_peak
         );
     }
 

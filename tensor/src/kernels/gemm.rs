@@ -4,22 +4,22 @@
 //! slice, the position of element (0, 0) and a row and a column stride, so a transposed matrix
 //! is the same data with its two strides swapped: `Aᵀ` costs nothing.
 //!
-//! On CPUs with AVX-512 the product runs on our own packed kernel ([`super::avx512_gemm`],
-//! ~82% of peak against `matrixmultiply`'s ~70% here); elsewhere, or with the environment
-//! variable `SCRATCHGPT_GEMM=matrixmultiply`, on the `matrixmultiply` crate. Both are
-//! single-threaded and we parallelise around them: a large product is cut into row bands of C
-//! (or column bands, when C is wide and short), one call per band on rayon. Each band writes
-//! its own part of C, so no two threads touch the same element, and each element's sum over k
-//! runs in the same order whatever the split, which keeps results bit-identical across thread
-//! counts.
+//! On CPUs with AVX-512 or AVX2+FMA the product runs on our own packed kernel
+//! ([`super::packed_gemm`], with a 12×32 or a 6×16 micro-kernel); elsewhere on the
+//! `matrixmultiply` crate. `SCRATCHGPT_GEMM` chooses one for the whole process, and
+//! [`gemm_on`] for one call (see [`super::cpu`]). All are single-threaded and we parallelise
+//! around them: a large product is cut into row bands of C (or column bands, when C is wide
+//! and short), one call per band on rayon. Each band writes its own part of C, so no two
+//! threads touch the same element, and each element's sum over k runs in the same order
+//! whatever the split, which keeps results bit-identical across thread counts on each path
+//! (different paths may differ in the last bits).
 //!
 //! [`gemm_naive`] is the three-loop reference the tests compare against.
 
-use std::sync::OnceLock;
-
 use rayon::prelude::*;
 
-use super::avx512_gemm;
+use super::cpu::GemmPath;
+use super::packed_gemm::Operand;
 use super::parallel::serial_dot;
 use super::simd::wide;
 
@@ -80,16 +80,6 @@ impl<'a> MatRef<'a> {
 /// costs more than it saves (measured with `cargo bench --bench matmul`).
 const PAR_MIN_MACS: usize = 1 << 21;
 
-/// Which SGEMM runs: our AVX-512 kernel where the CPU has it, unless the environment variable
-/// `SCRATCHGPT_GEMM=matrixmultiply` asks for the portable one (to compare the two).
-fn use_avx512() -> bool {
-    static CHOICE: OnceLock<bool> = OnceLock::new();
-    *CHOICE.get_or_init(|| {
-        super::simd::has_avx512()
-            && std::env::var("SCRATCHGPT_GEMM").map_or(true, |v| v != "matrixmultiply")
-    })
-}
-
 /// A raw pointer that may cross to another thread. Safe to share here because every task
 /// writes a disjoint block of C (see the SAFETY comments below).
 #[derive(Clone, Copy)]
@@ -112,17 +102,37 @@ pub fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
+    gemm_on(GemmPath::current(), m, k, n, alpha, a, b, beta, c)
+}
+
+/// [`gemm`] on the given path rather than the process-wide one, to test or compare paths.
+///
+/// # Panics
+/// If this CPU cannot run `path` (see [`GemmPath::is_available`]).
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_on(
+    path: GemmPath,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+) {
     check_operands(m, k, n, a, b, c, n);
     if m == 0 || n == 0 {
         return;
     }
     if !runs_in_parallel(m, k, n) {
-        gemm_serial(m, k, n, alpha, a, b, beta, c);
+        gemm_serial_strided_on(path, m, k, n, alpha, a, b, beta, c, n);
         return;
     }
     // SAFETY: operands and C were bounds-checked above, and `c` stays mutably borrowed until
     // every block is done.
-    unsafe { gemm_blocks(m, k, n, alpha, a, b, beta, SendPtr(c.as_mut_ptr())) };
+    unsafe { gemm_blocks(path, m, k, n, alpha, a, b, beta, SendPtr(c.as_mut_ptr())) };
 }
 
 /// `alpha·A·B` as a new row-major m×n buffer (A m×k, B k×n), which is never zeroed first:
@@ -131,10 +141,24 @@ pub fn gemm(
 /// For layer outputs and first gradients.
 #[track_caller]
 pub fn gemm_new(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef) -> Vec<f32> {
+    gemm_new_on(GemmPath::current(), m, k, n, alpha, a, b)
+}
+
+/// [`gemm_new`] on the given path.
+#[track_caller]
+fn gemm_new_on(
+    path: GemmPath,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+) -> Vec<f32> {
     if m <= 1 || n == 0 {
         // One row takes the unpacked row-times-matrix path, which works on a slice.
         let mut c = vec![0.0; m * n];
-        gemm(m, k, n, alpha, a, b, 0.0, &mut c);
+        gemm_on(path, m, k, n, alpha, a, b, 0.0, &mut c);
         return c;
     }
     a.check(m, k, "A");
@@ -144,7 +168,7 @@ pub fn gemm_new(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef) 
     // `sgemm_block` writes every element of its block without reading it, and the blocks of
     // `gemm_blocks` cover all of C, so all m·n values are initialised before `set_len`.
     unsafe {
-        gemm_blocks(m, k, n, alpha, a, b, 0.0, SendPtr(c.as_mut_ptr()));
+        gemm_blocks(path, m, k, n, alpha, a, b, 0.0, SendPtr(c.as_mut_ptr()));
         c.set_len(m * n);
     }
     c
@@ -164,6 +188,7 @@ fn runs_in_parallel(m: usize, k: usize, n: usize) -> bool {
 /// m·n values and not accessed by anyone else meanwhile; m, n > 0.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_blocks(
+    path: GemmPath,
     m: usize,
     k: usize,
     n: usize,
@@ -174,18 +199,15 @@ unsafe fn gemm_blocks(
     c: SendPtr,
 ) {
     if !runs_in_parallel(m, k, n) {
-        sgemm_block(0..m, 0..n, k, alpha, a, b, beta, c, n);
+        sgemm_block(path, 0..m, 0..n, k, alpha, a, b, beta, c, n);
         return;
     }
     // Split the longer side (bands of rows or of columns). Band edges fall on multiples of
     // the micro-tile, so only the last band has a partial tile.
     let threads = rayon::current_num_threads();
     let by_rows = m >= n;
-    let (len, unit) = if by_rows {
-        (m, avx512_gemm::MR)
-    } else {
-        (n, avx512_gemm::NR)
-    };
+    let (mr, nr) = tile_of(path);
+    let (len, unit) = if by_rows { (m, mr) } else { (n, nr) };
     let blocks = threads.min(len.div_ceil(unit));
     let units = len.div_ceil(unit);
     let split =
@@ -198,7 +220,7 @@ unsafe fn gemm_blocks(
         };
         // SAFETY: blocks partition C's rows (or columns), so tasks write disjoint elements;
         // the caller keeps `c` exclusive until all tasks finish.
-        unsafe { sgemm_block(rows, cols, k, alpha, a, b, beta, c, n) };
+        unsafe { sgemm_block(path, rows, cols, k, alpha, a, b, beta, c, n) };
     });
 }
 
@@ -232,11 +254,43 @@ pub fn gemm_serial(
     gemm_serial_strided(m, k, n, alpha, a, b, beta, c, n);
 }
 
+/// The micro-tile (rows, columns) of a path; bands of C split between threads start on its
+/// multiples. (`matrixmultiply` takes any split; its own tiles are no larger than this.)
+fn tile_of(path: GemmPath) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    use super::{gemm_avx2::Avx2, gemm_avx512::Avx512, packed_gemm::MicroKernel};
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx2 => (Avx2::MR, Avx2::NR),
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx512 => (Avx512::MR, Avx512::NR),
+        _ => (12, 32),
+    }
+}
+
 /// [`gemm_serial`] into an m×n block of a wider row-major matrix: row i of C starts at
 /// `c[i·ldc]` (`ldc >= n`), e.g. a few columns of a wider result.
 #[track_caller]
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_serial_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    gemm_serial_strided_on(GemmPath::current(), m, k, n, alpha, a, b, beta, c, ldc)
+}
+
+/// [`gemm_serial_strided`] on the given path.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+fn gemm_serial_strided_on(
+    path: GemmPath,
     m: usize,
     k: usize,
     n: usize,
@@ -259,6 +313,7 @@ pub fn gemm_serial_strided(
     // duration of the call.
     unsafe {
         sgemm_block(
+            path,
             0..m,
             0..n,
             k,
@@ -315,14 +370,18 @@ fn row_times_matrix(
 }
 
 /// One `sgemm` call on the block `rows × cols` of C. With `beta == 0` every element of the
-/// block is written and none is read, on every path (the AVX-512 kernel, `matrixmultiply`,
+/// block is written and none is read, on every path (our packed kernels, `matrixmultiply`,
 /// which documents it, and k = 0), so C may start uninitialised ([`gemm_new`] relies on it).
+///
+/// # Panics
+/// If this CPU cannot run `path`: the one place every path goes through checks it.
 ///
 /// # Safety
 /// `c` must point to a row-major m×n matrix with row stride `ldc` that covers the block, no
 /// other thread may write the block, and A, B must be in bounds for the block.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_block(
+    path: GemmPath,
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
     k: usize,
@@ -347,40 +406,48 @@ unsafe fn sgemm_block(
         }
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if use_avx512() {
-        let op = |x: MatRef, r0: usize, c0: usize| avx512_gemm::Operand {
-            ptr: x.data.as_ptr().add(x.offset + r0 * x.rs + c0 * x.cs),
-            rs: x.rs,
-            cs: x.cs,
-        };
-        let cb = c.0.add(rows.start * ldc + cols.start);
-        avx512_gemm::gemm(
-            mb,
-            k,
-            nb,
-            alpha,
-            op(a, rows.start, 0),
-            op(b, 0, cols.start),
-            beta,
-            cb,
-            ldc,
-        );
-        return;
+    assert!(
+        path.is_available(),
+        "gemm: this CPU cannot run the {} path",
+        path.name()
+    );
+    let op = |x: MatRef, r0: usize, c0: usize| Operand {
+        ptr: x.data.as_ptr().add(x.offset + r0 * x.rs + c0 * x.cs),
+        rs: x.rs,
+        cs: x.cs,
+    };
+    // the block: rows of A, columns of B, and its corner of C
+    let (ap, bp) = (op(a, rows.start, 0), op(b, 0, cols.start));
+    let cb = c.0.add(rows.start * ldc + cols.start);
+    // SAFETY (all paths): the CPU runs the path (asserted above); bounds are the caller's.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx512 => {
+            use super::{gemm_avx512::Avx512, packed_gemm};
+            packed_gemm::gemm::<Avx512>(mb, k, nb, alpha, ap, bp, beta, cb, ldc);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx2 => {
+            use super::{gemm_avx2::Avx2, packed_gemm};
+            packed_gemm::gemm::<Avx2>(mb, k, nb, alpha, ap, bp, beta, cb, ldc);
+            return;
+        }
+        _ => {}
     }
     matrixmultiply::sgemm(
         mb,
         k,
         nb,
         alpha,
-        a.data.as_ptr().add(a.offset + rows.start * a.rs),
-        a.rs as isize,
-        a.cs as isize,
-        b.data.as_ptr().add(b.offset + cols.start * b.cs),
-        b.rs as isize,
-        b.cs as isize,
+        ap.ptr,
+        ap.rs as isize,
+        ap.cs as isize,
+        bp.ptr,
+        bp.rs as isize,
+        bp.cs as isize,
         beta,
-        c.0.add(rows.start * ldc + cols.start),
+        cb,
         ldc as isize,
         1,
     );
@@ -440,25 +507,79 @@ mod tests {
         }
     }
 
+    /// The paths this CPU can run; the others are skipped with a note.
+    fn paths() -> Vec<GemmPath> {
+        GemmPath::ALL
+            .into_iter()
+            .filter(|p| {
+                let ok = p.is_available();
+                if !ok {
+                    eprintln!("skipped the {} path: this CPU lacks it", p.name());
+                }
+                ok
+            })
+            .collect()
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    /// Every path against the f64 loop: plain and transposed operands, β ∈ {0, ½, 1} (β = 0
+    /// with NaNs in C, which must not leak in), on one thread and in parallel bands.
     #[test]
     fn matches_naive_with_transposes_and_beta() {
         let mut rng = Rng::seed(0);
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (3, 5, 2),
-            (17, 33, 9),
-            (130, 70, 257),
-            (600, 40, 600),
-        ] {
-            let a = random(m * k, &mut rng);
-            let bt = random(n * k, &mut rng); // B stored transposed: n×k
-            let c0 = random(m * n, &mut rng);
-            let (mut c, mut want) = (c0.clone(), c0.clone());
-            let am = MatRef::row_major(&a, 0, k);
-            let bm = MatRef::row_major(&bt, 0, k).t();
-            gemm(m, k, n, 0.5, am, bm, 1.0, &mut c);
-            gemm_naive(m, k, n, 0.5, am, bm, 1.0, &mut want);
-            assert_close(&c, &want, &format!("{m}×{k}×{n}"));
+        let pools = [pool(1), pool(2)];
+        for path in paths() {
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (3, 5, 2),
+                (17, 33, 9),
+                (130, 70, 257),
+                (600, 40, 600),
+                (40, 300, 1100),
+            ] {
+                let a = random(m * k, &mut rng);
+                let bt = random(n * k, &mut rng); // B stored transposed: n×k
+                for (beta, ta) in [(0.0, false), (0.5, true), (1.0, false)] {
+                    let c0 = if beta == 0.0 {
+                        vec![f32::NAN; m * n]
+                    } else {
+                        random(m * n, &mut rng)
+                    };
+                    let am = if ta {
+                        MatRef::row_major(&a, 0, m).t()
+                    } else {
+                        MatRef::row_major(&a, 0, k)
+                    };
+                    let bm = MatRef::row_major(&bt, 0, k).t();
+                    let mut want = c0.clone();
+                    gemm_naive(m, k, n, 0.5, am, bm, beta, &mut want);
+                    for p in &pools {
+                        let mut c = c0.clone();
+                        p.install(|| gemm_on(path, m, k, n, 0.5, am, bm, beta, &mut c));
+                        let what = format!("{} {m}×{k}×{n} beta {beta}", path.name());
+                        assert_close(&c, &want, &what);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lacking_path_panics_instead_of_running() {
+        for path in GemmPath::ALL.into_iter().filter(|p| !p.is_available()) {
+            let (a, b) = (vec![1.0; 4], vec![1.0; 4]);
+            let r = std::panic::catch_unwind(|| {
+                let mut c = vec![0.0; 4];
+                let (am, bm) = (MatRef::row_major(&a, 0, 2), MatRef::row_major(&b, 0, 2));
+                gemm_on(path, 2, 2, 2, 1.0, am, bm, 0.0, &mut c);
+            });
+            assert!(r.is_err(), "{}", path.name());
         }
     }
 
@@ -492,66 +613,58 @@ mod tests {
         // Every path: one row, k = 0, serial tiles with edges, parallel bands (2 threads) by
         // rows and by columns, transposed operands. Same bits as β = 0 into a zeroed C.
         let mut rng = Rng::seed(6);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        for &(m, k, n) in &[
-            (1, 7, 5),
-            (4, 0, 3),
-            (13, 9, 35),
-            (700, 64, 90),
-            (90, 64, 700),
-            (0, 3, 4),
-        ] {
-            let a = random(m * k, &mut rng);
-            let b = random(k * n, &mut rng);
-            for (am, bm) in [
-                (MatRef::row_major(&a, 0, k), MatRef::row_major(&b, 0, n)),
-                (
-                    MatRef::row_major(&a, 0, m).t(),
-                    MatRef::row_major(&b, 0, k).t(),
-                ),
+        let pool = pool(2);
+        for path in paths() {
+            for &(m, k, n) in &[
+                (1, 7, 5),
+                (4, 0, 3),
+                (13, 9, 35),
+                (700, 64, 90),
+                (90, 64, 700),
+                (0, 3, 4),
             ] {
-                let mut want = vec![0.0; m * n];
-                gemm(m, k, n, 0.5, am, bm, 0.0, &mut want);
-                let got = pool.install(|| gemm_new(m, k, n, 0.5, am, bm));
-                assert_eq!(got.len(), m * n);
-                assert!(same_bits(&got, &want), "{m}×{k}×{n}");
+                let a = random(m * k, &mut rng);
+                let b = random(k * n, &mut rng);
+                for (am, bm) in [
+                    (MatRef::row_major(&a, 0, k), MatRef::row_major(&b, 0, n)),
+                    (
+                        MatRef::row_major(&a, 0, m).t(),
+                        MatRef::row_major(&b, 0, k).t(),
+                    ),
+                ] {
+                    let mut want = vec![0.0; m * n];
+                    gemm_on(path, m, k, n, 0.5, am, bm, 0.0, &mut want);
+                    let got = pool.install(|| gemm_new_on(path, m, k, n, 0.5, am, bm));
+                    assert_eq!(got.len(), m * n);
+                    assert!(same_bits(&got, &want), "{} {m}×{k}×{n}", path.name());
+                }
             }
         }
     }
 
     #[test]
     fn bit_identical_across_thread_counts() {
+        // Column bands (m < n) and row bands (m >= n), both with partial tiles, and k longer
+        // than one KC slice on every path, so the sum runs over several slices; β = 1 too.
         let mut rng = Rng::seed(1);
-        let (m, k, n) = (300, 200, 500);
-        let a = random(m * k, &mut rng);
-        let b = random(k * n, &mut rng);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut c = vec![0.0; m * n];
-            pool.install(|| {
+        for (m, k, n, beta) in [(300, 700, 500, 0.0), (500, 700, 130, 1.0)] {
+            let a = random(m * k, &mut rng);
+            let b = random(k * n, &mut rng);
+            let c0 = random(m * n, &mut rng);
+            let run = |path: GemmPath, threads: usize| {
+                let mut c = c0.clone();
+                let (am, bm) = (MatRef::row_major(&a, 0, k), MatRef::row_major(&b, 0, n));
                 // called from outside the pool's workers, as the ops do
-                gemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    MatRef::row_major(&a, 0, k),
-                    MatRef::row_major(&b, 0, n),
-                    0.0,
-                    &mut c,
-                )
-            });
-            c
-        };
-        let one = run(1);
-        for t in [2, 3] {
-            assert!(same_bits(&run(t), &one), "{t} threads");
+                pool(threads).install(|| gemm_on(path, m, k, n, 1.0, am, bm, beta, &mut c));
+                c
+            };
+            for path in paths() {
+                let one = run(path, 1);
+                for t in [2, 3] {
+                    let what = format!("{} {m}×{k}×{n}, {t} threads", path.name());
+                    assert!(same_bits(&run(path, t), &one), "{what}");
+                }
+            }
         }
     }
 

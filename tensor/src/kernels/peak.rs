@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use super::cpu::GemmPath;
 use super::parallel::serial_dot;
 use super::simd::wide;
 
@@ -59,6 +60,25 @@ pub fn peak_gflops_avx2_one_core(millis: u64) -> Option<f64> {
         }
     }
     None
+}
+
+/// Peak GFLOP/s of one core with the FMA width a GEMM path computes with: 8 lanes for the
+/// AVX2 kernel, the widest the CPU has for the others (`matrixmultiply` picks its widest
+/// kernel too). The share of this number a path reaches is its efficiency.
+pub fn peak_gflops_for(path: GemmPath, millis: u64) -> f64 {
+    match path {
+        GemmPath::Avx2 => peak_gflops_avx2_one_core(millis).unwrap_or(0.0),
+        GemmPath::Avx512 | GemmPath::MatrixMultiply => peak_gflops_one_core(millis),
+    }
+}
+
+/// [`peak_gflops_for`] on all rayon threads at once (summed).
+pub fn peak_gflops_all_cores_for(path: GemmPath, millis: u64) -> f64 {
+    use rayon::prelude::*;
+    (0..rayon::current_num_threads())
+        .into_par_iter()
+        .map(|_| peak_gflops_for(path, millis))
+        .sum()
 }
 
 /// Read bandwidth from main memory in GB/s, with all rayon threads streaming their own part

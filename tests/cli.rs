@@ -677,3 +677,43 @@ fn a_model_too_large_for_memory_is_one_line_not_an_abort() {
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn train_names_the_kernels_and_refuses_a_path_the_cpu_lacks() {
+    let dir = tmp("kernels");
+    let r = train_in(&dir, &["--out", "run", "--max-steps", "1"]);
+    assert_ok(&r);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("CPU: ") && first.contains("SGEMM: ") && first.contains("element-wise: "),
+        "{first}"
+    );
+    let r = bin()
+        .env("SCRATCHGPT_GEMM", "avx3")
+        .args(["train", "--max-steps", "1"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_one_line_error(&r, "SCRATCHGPT_GEMM=avx3");
+    assert_eq!(r.status.code(), Some(1));
+    // every path this CPU has trains (the paths differ only in their last bits)
+    for (gemm, simd) in [("matrixmultiply", "baseline"), ("avx2", "avx2")] {
+        let r = bin()
+            .env("SCRATCHGPT_GEMM", gemm)
+            .env("SCRATCHGPT_SIMD", simd)
+            .current_dir(&dir)
+            .args(["train", "--out", &format!("run-{gemm}"), "--max-steps", "1"])
+            .args(common::SMALL_MODEL)
+            .output()
+            .unwrap();
+        let has_avx2 = cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2");
+        if gemm == "avx2" && !has_avx2 {
+            assert_one_line_error(&r, "SCRATCHGPT_GEMM=avx2");
+        } else {
+            assert_ok(&r);
+            assert!(String::from_utf8_lossy(&r.stdout).contains("SGEMM: "));
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

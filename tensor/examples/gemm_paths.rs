@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
-use tensor::kernels::cpu::GemmPath;
-use tensor::kernels::gemm::{gemm_on, MatRef};
-use tensor::kernels::{describe, peak};
-use tensor::Rng;
+use scratchgpt_tensor::kernels::cpu::GemmPath;
+use scratchgpt_tensor::kernels::gemm::{gemm_on, MatRef};
+use scratchgpt_tensor::kernels::{describe, peak};
+use scratchgpt_tensor::Rng;
 
 fn main() {
     println!("{}", describe());

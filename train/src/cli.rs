@@ -147,6 +147,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
             return 2;
         }
     };
+    // SCRATCHGPT_GEMM / SCRATCHGPT_SIMD name a path this CPU has, or nothing runs
+    if let Err(e) = tensor::kernels::check_environment() {
+        eprintln!("error: {e}");
+        return 1;
+    }
     let result = match &cli.command {
         Command::Train(a) => train_command(a),
         Command::Generate(a) => generate_command(a),

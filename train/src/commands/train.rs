@@ -377,6 +377,7 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
         quiet: a.quiet,
     };
     if !a.quiet {
+        println!("{}", tensor::kernels::describe());
         let source = trainer::describe_data(Some(&data_files));
         let preset = match a.resume {
             Some(_) => String::new(),

@@ -196,7 +196,16 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     }
 
     // ------------------------------------------------ the model
+    // the book calls torch.manual_seed(123) right before making the new head, and again
+    // right before training: with --book-compat the head and the shuffling draw from fresh
+    // generators as there (loading the base model drew for its initial weights)
+    if a.book_compat {
+        *ctx.rng() = tensor::Rng::torch(a.seed);
+    }
     let classifier = Classifier::new(gpt, labels.len(), pool, &ctx);
+    if a.book_compat {
+        *ctx.rng() = tensor::Rng::torch(a.seed);
+    }
     classifier.set_trainable(trainable);
     let trainable_params = classifier.trainable_parameters();
     let n_trainable: usize = trainable_params.iter().map(|(_, p)| p.numel()).sum();

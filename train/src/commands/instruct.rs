@@ -143,6 +143,11 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
     };
     let (mut gpt, tok) = checkpoint::load_for_inference(&a.checkpoint, &ctx)?;
     gpt.set_dropout(a.dropout);
+    if a.book_compat {
+        // the book calls torch.manual_seed(123) right before training; loading the base model
+        // drew from the generator for its initial weights
+        *ctx.rng() = Rng::torch(a.seed);
+    }
     let pad = tok.end_of_text().ok_or_else(|| {
         TrainError(format!(
             "{}: the tokenizer has no <|endoftext|>, which instruction fine-tuning pads and stops with",

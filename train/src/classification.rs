@@ -493,10 +493,10 @@ fn read_head(path: &Path, emb_dim: usize, n: usize) -> Result<Linear, TrainError
         }
         Ok(Tensor::from_vec(values, shape))
     };
-    Ok(Linear {
-        weight: get("weight", &[n, emb_dim])?,
-        bias: Some(get("bias", &[n])?),
-    })
+    Ok(Linear::from_weights(
+        get("weight", &[n, emb_dim])?,
+        Some(get("bias", &[n])?),
+    ))
 }
 
 /// Classifies texts: for each, the class id and its probability.

@@ -17,6 +17,7 @@ use crate::checkpoint::{self, load_for_inference};
 use crate::classification::{is_classifier, Columns};
 use crate::commands::classify::{self, eval_classifier, ClassifyArgs};
 use crate::commands::finetune::{self, FinetuneCommand};
+use crate::commands::merge_lora::{merge_lora_command, MergeLoraArgs};
 use crate::data::{DataLoader, TokenWindows};
 use crate::error::{io_error, TrainError};
 use crate::run_dir::{OutDir, RUNS_ROOT};
@@ -62,6 +63,10 @@ pub enum Command {
     /// The label of a text, by a classifier made with `finetune classify`.
     #[command(after_help = EXIT_STATUSES)]
     Classify(ClassifyArgs),
+    /// Fold a LoRA checkpoint's adapters into its weights (W + s·(A·B)ᵀ): a standalone model,
+    /// as fast as the base one (book appendix E).
+    #[command(after_help = EXIT_STATUSES)]
+    MergeLora(MergeLoraArgs),
     /// Measure this machine: FMA peak, SGEMM, training steps, generation against the memory
     /// bandwidth (under a minute).
     Bench,
@@ -719,6 +724,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Eval(a) => eval_command(a),
         Command::Finetune(FinetuneCommand::Classify(a)) => finetune::classify_command(a),
         Command::Classify(a) => classify::classify_command(a),
+        Command::MergeLora(a) => merge_lora_command(a),
         Command::Bench => {
             crate::bench::run_bench();
             Ok(0)

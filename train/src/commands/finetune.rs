@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use model::classifier::{Classifier, Pool, Trainable};
+use model::lora::add_lora;
 use model::memory::MemoryEstimate;
 use model::{Context, Module};
 use serde_json::json;
@@ -21,6 +22,7 @@ use crate::classification::{
     ClassifierInfo, Columns, EncodedSet,
 };
 use crate::error::TrainError;
+use crate::lora::{write_adapters, LoraArgs, LoraInfo};
 use crate::memory::check_fits;
 use crate::metrics::accuracy_plot_svg;
 use crate::run_dir::{OutDir, RUNS_ROOT};
@@ -69,8 +71,15 @@ pub struct ClassifyTrainArgs {
     pub pool: Option<String>,
     /// What trains: head (only the new head), last-block (the last transformer block, the final
     /// layer norm and the head, as the book), last:K (the last K blocks, …) or all.
-    #[arg(long, default_value = "last-block", value_name = "WHICH")]
+    #[arg(
+        long,
+        default_value = "last-block",
+        value_name = "WHICH",
+        conflicts_with = "lora"
+    )]
     pub trainable: String,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     /// Pad every text to this many tokens (longer ones are truncated) [default: the longest
     /// training text, at most the model's context].
     #[arg(long, value_name = "TOKENS")]
@@ -125,6 +134,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         None => Pool::LastTokenOfText,
     };
     let trainable = Trainable::parse(&a.trainable)?;
+    let lora = a.lora.config()?;
     let settings = settings(a)?;
     let columns = Columns {
         text: a.text_column.clone(),
@@ -191,8 +201,24 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     }
 
     // ------------------------------------------------ the model
-    let classifier = Classifier::new(gpt, labels.len(), pool, &ctx);
-    classifier.set_trainable(trainable);
+    let mut classifier = Classifier::new(gpt, labels.len(), pool, &ctx);
+    let what_trains = match &lora {
+        // appendix E: the head is created first, then everything is frozen and adapted
+        Some(cfg) => {
+            add_lora(&mut classifier, cfg, &ctx);
+            format!(
+                "LoRA rank {}, alpha {}, scaling {}",
+                cfg.rank,
+                cfg.alpha,
+                cfg.scaling.name()
+            )
+        }
+        None => {
+            classifier.set_trainable(trainable);
+            trainable.to_string()
+        }
+    };
+    let lora_info = lora.map(|cfg| LoraInfo::new(&cfg, &a.checkpoint));
     let trainable_params = classifier.trainable_parameters();
     let n_trainable: usize = trainable_params.iter().map(|(_, p)| p.numel()).sum();
     let need = MemoryEstimate::fine_tuning(
@@ -208,7 +234,10 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         pool: pool.name().to_string(),
         max_length: train_set.max_length,
         pad_id,
-        trainable: trainable.to_string(),
+        trainable: match lora {
+            Some(_) => "lora".to_string(),
+            None => trainable.to_string(),
+        },
     };
     let out = Arc::new(match &a.out {
         Some(dir) => OutDir::at(dir, a.force)?,
@@ -223,7 +252,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
             out.path.display()
         );
         println!(
-            "model: {} parameters, {} trainable ({trainable}), head {} → {}, pooling {}",
+            "model: {} parameters, {} trainable ({what_trains}), head {} → {}, pooling {}",
             classifier.num_parameters(),
             n_trainable,
             classifier.gpt.cfg.emb_dim,
@@ -280,6 +309,9 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         save: Box::new(|opt: &AdamW, state: &TrainerState| {
             checkpoint::save_with(&out_dir, &classifier.gpt, &tok, state, |dir| {
                 write_moments(&dir.join(OPTIMIZER_FILE), &names, opt)?;
+                if let Some(lora) = &lora_info {
+                    write_adapters(dir, &classifier, lora)?;
+                }
                 write_classifier(dir, &classifier, &info)
             })
         }),
@@ -354,6 +386,12 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
             "try:        scratchgpt classify --checkpoint {} --text \"...\"",
             out.path.display()
         );
+        if lora.is_some() {
+            println!(
+                "standalone: scratchgpt merge-lora --checkpoint {} --out DIR",
+                out.path.display()
+            );
+        }
     }
     Ok(if summary.interrupted { 130 } else { 0 })
 }

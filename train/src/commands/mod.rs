@@ -3,3 +3,4 @@
 
 pub mod classify;
 pub mod finetune;
+pub mod merge_lora;

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use train::bench::{FinetuneMode, FinetuneStep};
 
 #[path = "common.rs"]
@@ -26,6 +26,7 @@ fn main() {
         (FinetuneStep::BATCH * FinetuneStep::TOKENS) as u64,
     ));
     g.sample_size(10);
+    g.sampling_mode(SamplingMode::Flat); // ten steps, not criterion's 1 + 2 + … + 10
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(30));
     for mode in FinetuneMode::ALL {

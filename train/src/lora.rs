@@ -167,6 +167,63 @@ pub fn load_adapters(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model::lora::merge_lora;
+    use model::{GptConfig, GptModel};
+    use tensor::{no_grad, Tensor};
+
+    #[test]
+    fn adapters_of_a_gpt_round_trip_and_merge() {
+        // what a LoRA language-model checkpoint (instruction fine-tuning) stores and loads
+        let cfg = GptConfig {
+            vocab_size: 20,
+            context_length: 8,
+            emb_dim: 8,
+            n_heads: 2,
+            n_layers: 2,
+            drop_rate: 0.0,
+            qkv_bias: true,
+            tie_weights: true,
+        };
+        let ctx = Context::new(7);
+        let mut gpt = GptModel::new(&cfg, &ctx).unwrap();
+        let lora = LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            scaling: LoraScaling::Alpha,
+        };
+        add_lora(&mut gpt, &lora, &ctx);
+        for (_, p) in lora_parameters(&gpt) {
+            let r = Tensor::randn(p.shape(), &mut ctx.rng()).to_vec();
+            p.update(|w| w.iter_mut().zip(&r).for_each(|(w, r)| *w = 0.3 * r));
+        }
+        let dir = std::env::temp_dir().join(format!("scratchgpt-lora-{}", std::process::id()));
+        model::weights::save_model(&gpt, &dir).unwrap();
+        write_adapters(&dir, &gpt, &LoraInfo::new(&lora, Path::new("base"))).unwrap();
+        assert!(is_lora(&dir));
+        let ids = [1, 5, 2, 7, 3, 3, 0, 12];
+        let want = {
+            let _g = no_grad();
+            gpt.forward(&ids, 2).to_vec()
+        };
+        let mut loaded = model::weights::load_model(&dir, &ctx).unwrap();
+        assert_eq!(load_adapters(&dir, &mut loaded, &ctx).unwrap(), Some(lora));
+        let _g = no_grad();
+        assert_eq!(loaded.forward(&ids, 2).to_vec(), want);
+        merge_lora(&mut loaded);
+        let merged = loaded.forward(&ids, 2).to_vec();
+        let worst = merged
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "merged logits differ by {worst} (relative)");
+        // a missing adapter tensor is an error naming the file
+        std::fs::write(dir.join(LORA_WEIGHTS_FILE), b"\x08\0\0\0\0\0\0\0{}      ").unwrap();
+        let mut again = model::weights::load_model(&dir, &ctx).unwrap();
+        let e = load_adapters(&dir, &mut again, &ctx).unwrap_err().0;
+        assert!(e.contains(LORA_WEIGHTS_FILE), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn flags_give_the_config_or_one_error() {

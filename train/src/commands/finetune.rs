@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use model::classifier::{Classifier, Pool, Trainable};
-use model::lora::add_lora;
+use model::lora::{add_lora, LoraConfig, LoraScaling};
 use model::memory::MemoryEstimate;
 use model::{Context, Module};
 use serde_json::json;
@@ -84,9 +84,10 @@ pub struct ClassifyTrainArgs {
     /// training text, at most the model's context].
     #[arg(long, value_name = "TOKENS")]
     pub max_length: Option<usize>,
-    /// Peak learning rate of AdamW.
-    #[arg(long, default_value_t = 5e-5, value_name = "X")]
-    pub lr: f32,
+    /// Peak learning rate of AdamW [default: 5e-5, the book's; 8e-4 with --lora and the
+    /// alpha-over-rank scaling, the book repository's LoRA run].
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f32>,
     /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 0.1, value_name = "X")]
     pub weight_decay: f32,
@@ -135,7 +136,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     };
     let trainable = Trainable::parse(&a.trainable)?;
     let lora = a.lora.config()?;
-    let settings = settings(a)?;
+    let settings = settings(a, lora.as_ref())?;
     let columns = Columns {
         text: a.text_column.clone(),
         label: a.label_column.clone(),
@@ -398,7 +399,11 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
 
 /// The loop's settings for a classification run: the book's schedule (constant learning rate,
 /// no warm-up, no clipping) with the flags given.
-fn settings(a: &ClassifyTrainArgs) -> Result<TrainSettings, TrainError> {
+fn settings(a: &ClassifyTrainArgs, lora: Option<&LoraConfig>) -> Result<TrainSettings, TrainError> {
+    let lr = a.lr.unwrap_or(match lora {
+        Some(cfg) if cfg.scaling == LoraScaling::AlphaOverRank => 8e-4,
+        _ => 5e-5,
+    });
     let s = TrainSettings {
         preset: "finetune-classify".into(),
         tokenizer: TokenizerSpec::Gpt2,
@@ -406,8 +411,8 @@ fn settings(a: &ClassifyTrainArgs) -> Result<TrainSettings, TrainError> {
         batch_size: a.batch_size,
         epochs: a.epochs,
         max_steps: a.max_steps,
-        lr: a.lr,
-        min_lr: a.lr,
+        lr,
+        min_lr: lr,
         cosine: false,
         warmup_steps: 0,
         weight_decay: a.weight_decay,

@@ -235,8 +235,95 @@ fn a_pretrained_gpt_learns_to_tell_the_verdict_from_the_stories() {
         "eval {printed} vs training's {acc}: {e}"
     );
     assert!(e.contains("confusion matrix"), "{e}");
+
+    // appendix E: LoRA adapters of rank 8 on every linear layer and on the head; nothing else
+    // trains. Per block 4·8·(64+64) + 8·(64+256) + 8·(256+64), twice, plus the head 8·(64+2).
+    let log = ok(&finetune(&dir, "lora", &["--lora", "8"]));
+    let line = log.lines().find(|l| l.starts_with("model:")).unwrap();
+    assert!(
+        line.contains("18960 trainable (LoRA rank 8, alpha 8, scaling alpha-over-rank)"),
+        "{line}"
+    );
+    let lora_acc = test_accuracy(&dir.join("lora"));
+    assert!(
+        lora_acc >= LORA_MIN_ACCURACY,
+        "LoRA test accuracy {lora_acc}"
+    );
+    let lora = dir.join("lora");
+    for name in [
+        "wte.weight",
+        "h.0.attn.c_attn.weight",
+        "h.1.mlp.c_fc.weight",
+    ] {
+        assert!(same_weights(&base, &lora, name), "{name} changed");
+    }
+    let latest = std::fs::read_to_string(lora.join("latest")).unwrap();
+    let ckpt = lora.join(latest.trim());
+    assert!(ckpt.join("lora.json").is_file() && ckpt.join("lora.safetensors").is_file());
+    let eval = |run: &Path| {
+        let e = ok(&bin()
+            .args(["eval", "--checkpoint", run.to_str().unwrap(), "--data"])
+            .arg(dir.join("test.csv"))
+            .output()
+            .unwrap());
+        e.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap()
+    };
+    assert!((eval(&lora) - lora_acc).abs() < 1e-3);
+    // merged into a standalone model: the same classifications, no LoRA files
+    let merged = dir.join("merged");
+    ok(&bin()
+        .args([
+            "merge-lora",
+            "--checkpoint",
+            lora.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(&merged)
+        .output()
+        .unwrap());
+    assert!(!merged.join("lora.json").exists());
+    assert!((eval(&merged) - lora_acc).abs() < 1e-3);
+    let text = "Mrs. Gisburn smiled at me.";
+    let classify = |run: &Path| {
+        ok(&bin()
+            .args([
+                "classify",
+                "--checkpoint",
+                run.to_str().unwrap(),
+                "--text",
+                text,
+            ])
+            .output()
+            .unwrap())
+    };
+    assert_eq!(classify(&lora), classify(&merged));
+    one_line_error(
+        &bin()
+            .args([
+                "merge-lora",
+                "--checkpoint",
+                lora.to_str().unwrap(),
+                "--out",
+            ])
+            .arg(&merged)
+            .output()
+            .unwrap(),
+        "already exists",
+    );
+    one_line_error(
+        &bin()
+            .args(["merge-lora", "--checkpoint", r, "--out"])
+            .arg(dir.join("merged2"))
+            .output()
+            .unwrap(),
+        "not a LoRA checkpoint",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The LoRA run's test accuracy is at least this (measured 72.6%, against 75.3% for the
+/// full fine-tuning of the same run, at the same learning rate).
+const LORA_MIN_ACCURACY: f64 = 0.65;
 
 #[test]
 fn bad_classification_data_gives_one_line_naming_the_file_and_row() {
@@ -364,6 +451,33 @@ fn bad_classification_data_gives_one_line_naming_the_file_and_row() {
             .unwrap();
         one_line_error(&r, needle);
     }
+    // LoRA flags: a rank of 0, a bad alpha or scaling, and --trainable beside --lora
+    for (flags, needle) in [
+        (&["--lora", "0"][..], "--lora: the rank must be at least 1"),
+        (&["--lora", "4", "--lora-alpha", "-2"], "--lora-alpha"),
+        (
+            &["--lora", "4", "--lora-scaling", "rank"],
+            "unknown LoRA scaling",
+        ),
+    ] {
+        let r = bin()
+            .current_dir(&dir)
+            .args(["finetune", "classify", "--checkpoint", "base"])
+            .args(["--train", "train.csv", "--val", "val.csv", "--out", "run3"])
+            .args(flags)
+            .output()
+            .unwrap();
+        one_line_error(&r, needle);
+    }
+    let r = bin()
+        .current_dir(&dir)
+        .args(["finetune", "classify", "--checkpoint", "base"])
+        .args(["--train", "train.csv", "--val", "val.csv", "--lora", "4"])
+        .args(["--trainable", "all"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot be used with"));
     // classify on a model that is no classifier
     let r = bin()
         .args([

@@ -133,6 +133,45 @@ fn a_tiny_gpt_learns_to_follow_an_instruction_and_stop() {
         exact += (got == want) as usize;
     }
     assert!(exact >= 18, "{exact} of 30 exact (measured: 25)");
+    // the book's exercise 7.4: LoRA adapters instead of all weights; chat loads them
+    let log = ok(&bin()
+        .current_dir(&dir)
+        .args([
+            "finetune",
+            "instruct",
+            "--checkpoint",
+            "base",
+            "--data",
+            "upper.json",
+        ])
+        .args([
+            "--out",
+            "sft-lora",
+            "--lora",
+            "4",
+            "--max-steps",
+            "3",
+            "--response-tokens",
+            "0",
+        ])
+        .output()
+        .unwrap());
+    let line = log.lines().find(|l| l.starts_with("model:")).unwrap();
+    assert!(line.contains("trainable (LoRA rank 4"), "{line}");
+    let ckpt = dir.join("sft-lora");
+    let latest = std::fs::read_to_string(ckpt.join("latest")).unwrap();
+    assert!(ckpt.join(latest.trim()).join("lora.safetensors").is_file());
+    ok(&bin()
+        .args([
+            "chat",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--instruction",
+            "Say hi.",
+        ])
+        .args(["--max-new-tokens", "4"])
+        .output()
+        .unwrap());
     // chat: one instruction, answered on one line
     let out = ok(&bin()
         .args(["chat", "--checkpoint", dir.join("sft").to_str().unwrap()])

@@ -43,10 +43,7 @@ impl GptModel {
             .collect();
         let final_norm = LayerNorm::new(cfg.emb_dim);
         let out_head = if cfg.tie_weights {
-            Linear {
-                weight: tok_emb.weight.clone(),
-                bias: None,
-            }
+            Linear::from_weights(tok_emb.weight.clone(), None)
         } else {
             Linear::new(cfg.emb_dim, cfg.vocab_size, false, ctx)
         };

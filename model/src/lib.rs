@@ -17,6 +17,7 @@
 //! | 4.7, 5.3 | generating text: greedy, temperature, top-k, top-p, KV cache | [`generate`] |
 //! | 5.1 | the loss: cross-entropy, perplexity | [`loss`] |
 //! | 6 | classification fine-tuning: a new head, pooling, frozen layers | [`classifier`] |
+//! | appendix E | LoRA: low-rank adapters on every linear layer, merging | [`lora`] |
 //! | 5.5 | GPT-2 weights (`.safetensors`, Hugging Face names) | [`weights`] |
 
 pub mod attention;
@@ -31,6 +32,7 @@ pub mod generate;
 pub mod gpt;
 pub mod layer_norm;
 pub mod linear;
+pub mod lora;
 pub mod loss;
 pub mod memory;
 pub mod module;

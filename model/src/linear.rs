@@ -5,9 +5,13 @@
 //! [`Linear::forward`] runs the fused `linear` op (one SGEMM, bias folded in);
 //! [`Linear::forward_composed`] is the textbook `x.matmul(Wᵀ) + b`, kept for teaching and
 //! tested equal.
+//!
+//! A linear layer may carry a LoRA adapter (appendix E, [`crate::lora`]): then both forwards
+//! add its low-rank update `s·(x·A·B)`, which is the book's `LinearWithLoRA`.
 
 use tensor::Tensor;
 
+use crate::lora::LoRALayer;
 use crate::module::{join, Context, Module};
 
 pub struct Linear {
@@ -15,6 +19,8 @@ pub struct Linear {
     pub weight: Tensor,
     /// `[out_features]`, if the layer has a bias.
     pub bias: Option<Tensor>,
+    /// A LoRA adapter, if one was added ([`crate::lora::add_lora`]).
+    pub lora: Option<LoRALayer>,
 }
 
 impl Linear {
@@ -30,20 +36,39 @@ impl Linear {
         let bias = bias.then(|| {
             Tensor::uniform(&[out_features], -bias_bound, bias_bound, &mut rng).requires_grad()
         });
-        Linear { weight, bias }
+        Linear::from_weights(weight, bias)
+    }
+
+    /// A layer with the given weight `[out, in]` and bias `[out]`, without adapter.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     /// `x·Wᵀ + b` over the last axis of `x`.
     #[track_caller]
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        self.add_adapter(x, y)
     }
 
     /// The same, composed from `matmul` and a broadcast `add`.
     pub fn forward_composed(&self, x: &Tensor) -> Tensor {
         let y = x.matmul(&self.weight.t());
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => y.add(b),
+            None => y,
+        };
+        self.add_adapter(x, y)
+    }
+
+    /// `y + s·(x·A·B)` with an adapter, else `y`.
+    fn add_adapter(&self, x: &Tensor, y: Tensor) -> Tensor {
+        match &self.lora {
+            Some(lora) => y.add(&lora.forward(x)),
             None => y,
         }
     }
@@ -54,6 +79,9 @@ impl Module for Linear {
         f(join(prefix, "weight"), &self.weight);
         if let Some(b) = &self.bias {
             f(join(prefix, "bias"), b);
+        }
+        if let Some(lora) = &self.lora {
+            lora.visit_parameters(&join(prefix, "lora"), f);
         }
     }
 }

@@ -186,4 +186,126 @@ pub fn run_bench() {
         100.0 * read_gbs / bandwidth,
         bandwidth,
     );
+    bench_finetune_steps();
+}
+
+/// What trains in [`FinetuneStep`]: the three fine-tuning strategies of issue #13.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinetuneMode {
+    /// The last transformer block, the final norm and the head (the book's chapter 6).
+    LastBlock,
+    /// Every parameter.
+    All,
+    /// LoRA adapters of rank 16, alpha 16, on every linear layer and the head (appendix E).
+    Lora16,
+}
+
+impl FinetuneMode {
+    pub const ALL: [FinetuneMode; 3] = [
+        FinetuneMode::LastBlock,
+        FinetuneMode::All,
+        FinetuneMode::Lora16,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FinetuneMode::LastBlock => "last-block",
+            FinetuneMode::All => "all",
+            FinetuneMode::Lora16 => "lora-r16",
+        }
+    }
+}
+
+/// One classification fine-tuning step (forward, backward, AdamW) of GPT-2 small with a 2-class
+/// head, batch 8 of 120 tokens, read at the last position: the measurement of issue #13.
+/// Frozen parameters get no gradient, so backward stops at the first trainable layer (with
+/// LoRA every block has adapters: backward runs through all of them, but computes no gradient
+/// for any base weight). Shared with `cargo bench --bench finetune_step`.
+pub struct FinetuneStep {
+    pub classifier: model::classifier::Classifier,
+    pub opt: AdamW,
+    ids: Vec<usize>,
+    lengths: Vec<usize>,
+    classes: Vec<usize>,
+}
+
+impl FinetuneStep {
+    pub const BATCH: usize = 8;
+    pub const TOKENS: usize = 120;
+
+    /// GPT-2 small as loaded from OpenAI's weights (QKV bias, tied head; random values here).
+    pub fn new(mode: FinetuneMode) -> FinetuneStep {
+        use model::classifier::{Classifier, Pool, Trainable};
+        use model::lora::{add_lora, LoraConfig};
+        let cfg = GptConfig {
+            qkv_bias: true,
+            tie_weights: true,
+            ..GptConfig::gpt2_small()
+        };
+        let ctx = Context::new(123);
+        let mut gpt = GptModel::new(&cfg, &ctx).expect("valid config");
+        gpt.set_dropout(0.0);
+        let mut classifier = Classifier::new(gpt, 2, Pool::Last, &ctx);
+        match mode {
+            FinetuneMode::LastBlock => classifier.set_trainable(Trainable::LastBlocks(1)),
+            FinetuneMode::All => classifier.set_trainable(Trainable::All),
+            FinetuneMode::Lora16 => {
+                add_lora(&mut classifier, &LoraConfig::new(16), &ctx);
+            }
+        }
+        let params = classifier
+            .trainable_parameters()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        let opt = AdamW::new(params, 5e-5, 0.1);
+        let mut rng = Rng::seed(1);
+        let n = Self::BATCH * Self::TOKENS;
+        FinetuneStep {
+            ids: (0..n).map(|_| rng.below(cfg.vocab_size)).collect(),
+            lengths: vec![Self::TOKENS; Self::BATCH],
+            classes: (0..Self::BATCH).map(|_| rng.below(2)).collect(),
+            classifier,
+            opt,
+        }
+    }
+
+    pub fn run(&mut self) {
+        self.opt.zero_grad();
+        self.classifier
+            .forward(&self.ids, &self.lengths)
+            .cross_entropy(&self.classes)
+            .backward();
+        self.opt.step();
+    }
+}
+
+/// The rows of [`run_bench`] for [`FinetuneStep`]: each mode's step time and its ratio to
+/// training everything.
+fn bench_finetune_steps() {
+    let mut all_secs = None;
+    let mut rows = Vec::new();
+    // "all" first, so every row can state its ratio to it
+    for mode in [
+        FinetuneMode::All,
+        FinetuneMode::LastBlock,
+        FinetuneMode::Lora16,
+    ] {
+        let mut step = FinetuneStep::new(mode);
+        let trainable = step.classifier.num_trainable_parameters();
+        step.run(); // warm up
+        let secs = best_of(2, || step.run());
+        drop(step);
+        let all = *all_secs.get_or_insert(secs);
+        rows.push((mode, trainable, secs, secs / all));
+    }
+    rows.sort_by_key(|r| FinetuneMode::ALL.iter().position(|m| *m == r.0));
+    for (mode, trainable, secs, ratio) in rows {
+        println!(
+            "{:<44} {:>10.1}ms {:>9.2}x of all ({trainable} trainable)",
+            format!("finetune gpt2-small B8 T120 {}", mode.name()),
+            secs * 1e3,
+            ratio,
+        );
+    }
 }

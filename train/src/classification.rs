@@ -431,7 +431,8 @@ pub fn is_classifier(dir: &Path) -> bool {
     dir.join(CLASSIFIER_CONFIG_FILE).is_file()
 }
 
-/// Loads a classifier checkpoint: the GPT and its tokenizer, the head and `classifier.json`.
+/// Loads a classifier checkpoint: the GPT and its tokenizer, the head and `classifier.json`,
+/// and the LoRA adapters when the checkpoint has them ([`crate::lora`]).
 pub fn load_classifier(
     path: &Path,
     ctx: &Context,
@@ -461,42 +462,52 @@ pub fn load_classifier(
         gpt.cfg.emb_dim,
         info.labels.len(),
     )?;
-    Ok((Classifier { gpt, head, pool }, tok, info))
+    let mut classifier = Classifier { gpt, head, pool };
+    crate::lora::load_adapters(&dir, &mut classifier, ctx)?;
+    Ok((classifier, tok, info))
 }
 
 fn read_head(path: &Path, emb_dim: usize, n: usize) -> Result<Linear, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| TrainError(format!("{}: {e}", path.display())))?;
-    let get = |name: &str, shape: &[usize]| -> Result<Tensor, TrainError> {
-        let v = st
-            .tensor(name)
-            .map_err(|_| TrainError(format!("{}: tensor {name:?} is missing", path.display())))?;
-        if v.dtype() != Dtype::F32 || v.shape() != shape {
-            return Err(TrainError(format!(
-                "{}: tensor {name:?} should be F32 of shape {shape:?}, is {:?} {:?}",
-                path.display(),
-                v.dtype(),
-                v.shape()
-            )));
-        }
-        let values: Vec<f32> = v
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if values.iter().any(|x| !x.is_finite()) {
-            return Err(TrainError(format!(
-                "{}: tensor {name:?} holds NaN or infinite values",
-                path.display()
-            )));
-        }
-        Ok(Tensor::from_vec(values, shape))
-    };
-    Ok(Linear {
-        weight: get("weight", &[n, emb_dim])?,
-        bias: Some(get("bias", &[n])?),
-    })
+    Ok(Linear::from_weights(
+        read_f32(&st, path, "weight", &[n, emb_dim])?,
+        Some(read_f32(&st, path, "bias", &[n])?),
+    ))
+}
+
+/// The tensor `name` of a `.safetensors` file (read from `path`), which must be F32 of shape
+/// `shape` and finite; errors name the file and the tensor.
+pub(crate) fn read_f32(
+    st: &SafeTensors,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+) -> Result<Tensor, TrainError> {
+    let v = st
+        .tensor(name)
+        .map_err(|_| TrainError(format!("{}: tensor {name:?} is missing", path.display())))?;
+    if v.dtype() != Dtype::F32 || v.shape() != shape {
+        return Err(TrainError(format!(
+            "{}: tensor {name:?} should be F32 of shape {shape:?}, is {:?} {:?}",
+            path.display(),
+            v.dtype(),
+            v.shape()
+        )));
+    }
+    let values: Vec<f32> = v
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if values.iter().any(|x| !x.is_finite()) {
+        return Err(TrainError(format!(
+            "{}: tensor {name:?} holds NaN or infinite values",
+            path.display()
+        )));
+    }
+    Ok(Tensor::from_vec(values, shape))
 }
 
 /// Classifies texts: for each, the class id and its probability.

@@ -16,6 +16,7 @@ use crate::commands::eval::{eval_command, EvalArgs};
 use crate::commands::finetune::{self, FinetuneCommand};
 use crate::commands::generate::{generate_command, GenerateArgs};
 use crate::commands::instruct::{self, ChatArgs};
+use crate::commands::merge_lora::{merge_lora_command, MergeLoraArgs};
 use crate::commands::train::{preset_defaults, train_command, TrainArgs, PRESET_FLAGS};
 use crate::error::{io_error, TrainError};
 
@@ -60,6 +61,10 @@ pub enum Command {
     /// Give instructions to a model made with `finetune instruct`; it answers each one.
     #[command(after_help = EXIT_STATUSES)]
     Chat(ChatArgs),
+    /// Fold a LoRA checkpoint's adapters into its weights (W + s·(A·B)ᵀ): a standalone model,
+    /// as fast as the base one (book appendix E).
+    #[command(after_help = EXIT_STATUSES)]
+    MergeLora(MergeLoraArgs),
     /// Measure this machine: FMA peak, SGEMM, training steps, generation against the memory
     /// bandwidth (under a minute).
     Bench,
@@ -160,6 +165,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Finetune(FinetuneCommand::Instruct(a)) => instruct::instruct_command(a),
         Command::Classify(a) => classify::classify_command(a),
         Command::Chat(a) => instruct::chat_command(a),
+        Command::MergeLora(a) => merge_lora_command(a),
         Command::Bench => {
             crate::bench::run_bench();
             Ok(0)

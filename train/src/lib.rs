@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | 2.2–2.5 | tokenizing: GPT-2 BPE, a BPE trainer, bytes | [`tokenizer`] |
 //! | 2.6 | sliding windows, batches, the train/validation split | [`data`] |
+//! | appendix E | LoRA flags and the adapters' files; `merge-lora` | [`lora`] |
 //! | 5.2 | the training loop, evaluation, samples | [`trainer`] |
 //! | appendix D | warm-up, cosine decay, gradient clipping | [`settings`], [`trainer`] |
 //! | — | checkpoints and resuming | [`checkpoint`] |
@@ -25,6 +26,7 @@ pub mod data;
 pub mod error;
 pub mod hub;
 pub mod instruction;
+pub mod lora;
 pub mod memory;
 pub mod metrics;
 pub mod run_dir;

@@ -27,13 +27,18 @@ pub(crate) trait BinaryFn: Send + Sync + 'static {
     fn da(a: f32, b: f32, y: f32) -> f32;
     /// ∂y/∂b given a, b and y.
     fn db(a: f32, b: f32, y: f32) -> f32;
+    /// (∂y/∂a, ∂y/∂b) when both are constants (add, sub): backward then only scales `dout`,
+    /// without reading a, b or y (nor materialising a broadcast operand).
+    const CONSTANT_PARTIALS: Option<(f32, f32)> = None;
 }
 
 macro_rules! binary_fn {
-    ($ty:ident, $name:literal, |$a:ident, $b:ident, $y:ident| $f:expr, $da:expr, $db:expr) => {
+    ($ty:ident, $name:literal, |$a:ident, $b:ident, $y:ident| $f:expr, $da:expr, $db:expr
+        $(, constant = $c:expr)?) => {
         pub(crate) struct $ty;
         impl BinaryFn for $ty {
             const NAME: &'static str = $name;
+            $(const CONSTANT_PARTIALS: Option<(f32, f32)> = Some($c);)?
             #[inline(always)]
             fn f($a: f32, $b: f32) -> f32 {
                 $f
@@ -52,8 +57,15 @@ macro_rules! binary_fn {
     };
 }
 
-binary_fn!(Add, "add", |a, b, y| a + b, 1.0, 1.0);
-binary_fn!(Sub, "sub", |a, b, y| a - b, 1.0, -1.0);
+binary_fn!(Add, "add", |a, b, y| a + b, 1.0, 1.0, constant = (1.0, 1.0));
+binary_fn!(
+    Sub,
+    "sub",
+    |a, b, y| a - b,
+    1.0,
+    -1.0,
+    constant = (1.0, -1.0)
+);
 binary_fn!(Mul, "mul", |a, b, y| a * b, b, a);
 binary_fn!(Div, "div", |a, b, y| a / b, 1.0 / b, -y / b);
 
@@ -91,6 +103,19 @@ fn binary_backward<F: BinaryFn>(
     );
 }
 
+/// `dinp[i] += c · dout[i]`. Shapes: dinp, dout: (N,)
+fn scaled_accumulate(dinp: &mut [f32], c: f32, dout: &[f32]) {
+    for_each_chunk(
+        dinp,
+        #[inline(always)]
+        |s, piece| {
+            for (i, d) in piece.iter_mut().enumerate() {
+                *d += c * dout[s + i];
+            }
+        },
+    );
+}
+
 struct BinaryNode<F>(std::marker::PhantomData<F>);
 
 impl<F: BinaryFn> Backward for BinaryNode<F> {
@@ -99,6 +124,17 @@ impl<F: BinaryFn> Backward for BinaryNode<F> {
     }
     fn backward(&self, inputs: &[Tensor], out: &Tensor, dout: &[f32], grads: &mut GradStore) {
         let (a, b) = (&inputs[0], &inputs[1]);
+        if let Some((ca, cb)) = F::CONSTANT_PARTIALS {
+            // dinp += c·dout; a first contribution is a copy, with no zeroed buffer
+            for (t, c) in [(a, ca), (b, cb)] {
+                grads.add(
+                    t,
+                    || dout.iter().map(|g| c * g).collect(),
+                    |d| scaled_accumulate(d, c, dout),
+                );
+            }
+            return;
+        }
         let (av, bv, yv) = (a.values(), b.values(), out.values());
         if let Some(da) = grads.slot(a) {
             binary_backward::<F>(da, F::da, &av, &bv, &yv, dout);
@@ -234,6 +270,17 @@ mod tests {
         // b was used by both rows, so each of its elements collects two gradients of 1.
         assert_eq!(b.grad().unwrap().to_vec(), [2., 2., 2.]);
         assert_eq!(a.grad().unwrap().shape(), &[2, 3]);
+    }
+
+    #[test]
+    fn one_tensor_on_both_sides_collects_both_gradients() {
+        // y = x + x: dy/dx = 2;  y = x − x: dy/dx = 1 − 1 = 0 (add and sub pass dout through)
+        let x = Tensor::from_vec(vec![1., -2., 3.], &[3]).requires_grad();
+        x.add(&x).mul_scalar(3.0).sum_all().backward();
+        assert_eq!(x.grad().unwrap().to_vec(), [6., 6., 6.]);
+        x.zero_grad();
+        x.sub(&x).sum_all().backward();
+        assert_eq!(x.grad().unwrap().to_vec(), [0., 0., 0.]);
     }
 
     #[test]

@@ -7,12 +7,12 @@ use clap::Args;
 use model::Context;
 use tensor::no_grad;
 
-use crate::checkpoint::load_for_inference;
 use crate::classification::{is_classifier, Columns};
 use crate::cli::read_text_file;
 use crate::commands::classify::eval_classifier;
 use crate::data::{DataLoader, TokenWindows};
 use crate::error::TrainError;
+use crate::lora::load_with_adapters;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -48,7 +48,7 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
     }
     let text = read_text_file(&a.data)?;
     let ctx = Context::new(0);
-    let (model, tok) = load_for_inference(&a.checkpoint, &ctx)?;
+    let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
     model.eval();
     let t = model.cfg.context_length;
     let ids = tok.encode(&text);

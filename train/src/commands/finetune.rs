@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use model::classifier::{Classifier, Pool, Trainable};
+use model::lora::{add_lora, LoraConfig, LoraScaling};
 use model::memory::MemoryEstimate;
 use model::{Context, Module};
 use serde_json::json;
@@ -21,6 +22,7 @@ use crate::classification::{
     ClassifierInfo, Columns, EncodedSet,
 };
 use crate::error::TrainError;
+use crate::lora::{write_adapters, LoraArgs, LoraInfo};
 use crate::memory::check_fits;
 use crate::metrics::accuracy_plot_svg;
 use crate::run_dir::{OutDir, RUNS_ROOT};
@@ -74,15 +76,23 @@ pub struct ClassifyTrainArgs {
     pub pool: Option<String>,
     /// What trains: head (only the new head), last-block (the last transformer block, the final
     /// layer norm and the head, as the book), last:K (the last K blocks, …) or all.
-    #[arg(long, default_value = "last-block", value_name = "WHICH")]
+    #[arg(
+        long,
+        default_value = "last-block",
+        value_name = "WHICH",
+        conflicts_with = "lora"
+    )]
     pub trainable: String,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     /// Pad every text to this many tokens (longer ones are truncated) [default: the longest
     /// training text, at most the model's context].
     #[arg(long, value_name = "TOKENS")]
     pub max_length: Option<usize>,
-    /// Peak learning rate of AdamW.
-    #[arg(long, default_value_t = 5e-5, value_name = "X")]
-    pub lr: f32,
+    /// Peak learning rate of AdamW [default: 5e-5, the book's; 8e-4 with --lora and the
+    /// alpha-over-rank scaling, the book repository's LoRA run].
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f32>,
     /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 0.1, value_name = "X")]
     pub weight_decay: f32,
@@ -130,7 +140,8 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         None => Pool::LastTokenOfText,
     };
     let trainable = Trainable::parse(&a.trainable)?;
-    let settings = settings(a)?;
+    let lora = a.lora.config()?;
+    let settings = settings(a, lora.as_ref())?;
     let columns = Columns {
         text: a.text_column.clone(),
         label: a.label_column.clone(),
@@ -196,17 +207,34 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     }
 
     // ------------------------------------------------ the model
-    // the book calls torch.manual_seed(123) right before making the new head, and again
-    // right before training: with --book-compat the head and the shuffling draw from fresh
-    // generators as there (loading the base model drew for its initial weights)
+    // the book calls torch.manual_seed(123) right before making the new head (and its LoRA
+    // adapters), and again right before training: with --book-compat the head and the
+    // shuffling draw from fresh generators as there (loading the base model drew for its
+    // initial weights)
     if a.book_compat {
         *ctx.rng() = tensor::Rng::torch(a.seed);
     }
-    let classifier = Classifier::new(gpt, labels.len(), pool, &ctx);
+    let mut classifier = Classifier::new(gpt, labels.len(), pool, &ctx);
+    let what_trains = match &lora {
+        // appendix E: the head is created first, then everything is frozen and adapted
+        Some(cfg) => {
+            add_lora(&mut classifier, cfg, &ctx);
+            format!(
+                "LoRA rank {}, alpha {}, scaling {}",
+                cfg.rank,
+                cfg.alpha,
+                cfg.scaling.name()
+            )
+        }
+        None => {
+            classifier.set_trainable(trainable);
+            trainable.to_string()
+        }
+    };
     if a.book_compat {
         *ctx.rng() = tensor::Rng::torch(a.seed);
     }
-    classifier.set_trainable(trainable);
+    let lora_info = lora.map(|cfg| LoraInfo::new(&cfg, &a.checkpoint));
     let trainable_params = classifier.trainable_parameters();
     let n_trainable: usize = trainable_params.iter().map(|(_, p)| p.numel()).sum();
     let need = MemoryEstimate::fine_tuning(
@@ -222,7 +250,10 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         pool: pool.name().to_string(),
         max_length: train_set.max_length,
         pad_id,
-        trainable: trainable.to_string(),
+        trainable: match lora {
+            Some(_) => "lora".to_string(),
+            None => trainable.to_string(),
+        },
     };
     let out = Arc::new(match &a.out {
         Some(dir) => OutDir::at(dir, a.force)?,
@@ -237,7 +268,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
             out.path.display()
         );
         println!(
-            "model: {} parameters, {} trainable ({trainable}), head {} → {}, pooling {}",
+            "model: {} parameters, {} trainable ({what_trains}), head {} → {}, pooling {}",
             classifier.num_parameters(),
             n_trainable,
             classifier.gpt.cfg.emb_dim,
@@ -294,6 +325,9 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         save: Box::new(|opt: &AdamW, state: &TrainerState| {
             checkpoint::save_with(&out_dir, &classifier.gpt, &tok, state, |dir| {
                 write_moments(&dir.join(OPTIMIZER_FILE), &names, opt)?;
+                if let Some(lora) = &lora_info {
+                    write_adapters(dir, &classifier, lora)?;
+                }
                 write_classifier(dir, &classifier, &info)
             })
         }),
@@ -368,13 +402,23 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
             "try:        scratchgpt classify --checkpoint {} --text \"...\"",
             out.path.display()
         );
+        if lora.is_some() {
+            println!(
+                "standalone: scratchgpt merge-lora --checkpoint {} --out DIR",
+                out.path.display()
+            );
+        }
     }
     Ok(if summary.interrupted { 130 } else { 0 })
 }
 
 /// The loop's settings for a classification run: the book's schedule (constant learning rate,
 /// no warm-up, no clipping) with the flags given.
-fn settings(a: &ClassifyTrainArgs) -> Result<TrainSettings, TrainError> {
+fn settings(a: &ClassifyTrainArgs, lora: Option<&LoraConfig>) -> Result<TrainSettings, TrainError> {
+    let lr = a.lr.unwrap_or(match lora {
+        Some(cfg) if cfg.scaling == LoraScaling::AlphaOverRank => 8e-4,
+        _ => 5e-5,
+    });
     let s = TrainSettings {
         preset: "finetune-classify".into(),
         tokenizer: TokenizerSpec::Gpt2,
@@ -382,8 +426,8 @@ fn settings(a: &ClassifyTrainArgs) -> Result<TrainSettings, TrainError> {
         batch_size: a.batch_size,
         epochs: a.epochs,
         max_steps: a.max_steps,
-        lr: a.lr,
-        min_lr: a.lr,
+        lr,
+        min_lr: lr,
         cosine: false,
         warmup_steps: 0,
         weight_decay: a.weight_decay,

@@ -9,8 +9,8 @@ use model::generate::{generate, GenerateOptions, Sampling};
 use model::{Context, GptModel};
 use tensor::Rng;
 
-use crate::checkpoint::load_for_inference;
 use crate::error::TrainError;
+use crate::lora::load_with_adapters;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
@@ -140,7 +140,7 @@ pub fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
         return Err(TrainError("--prompt must not be empty".into()));
     }
     let ctx = Context::new(a.sampling.seed);
-    let (model, tok) = load_for_inference(&a.checkpoint, &ctx)?;
+    let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
     let prompt = crop_prompt(tok.encode(&a.prompt), model.cfg.context_length);
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,

@@ -15,17 +15,19 @@ use model::memory::MemoryEstimate;
 use model::{Context, Module};
 use tensor::{AdamW, Rng};
 
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint::{self, write_moments, TrainerState, OPTIMIZER_FILE};
 use crate::commands::generate::{crop_prompt, stream_to_stdout, SamplingArgs};
 use crate::error::TrainError;
 use crate::instruction::{
     encode, format_input, format_response, read_entries, respond, split, write_responses,
     EntryWithResponse, InstructionEntry, InstructionTuning,
 };
+use crate::lora::{load_with_adapters, write_adapters, LoraArgs, LoraInfo};
 use crate::memory::check_fits;
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::{TokenizerSpec, TrainSettings};
 use crate::trainer::{self, RunOptions, Session};
+use model::lora::{add_lora, LoraScaling};
 
 /// Where the test split's responses go, in the run directory (the book's file name).
 pub const RESPONSES_FILE: &str = "instruction-data-with-response.json";
@@ -55,9 +57,10 @@ pub struct InstructTrainArgs {
     /// Truncate every batch to this many tokens [default: 1024, at most the model's context].
     #[arg(long, value_name = "TOKENS")]
     pub max_length: Option<usize>,
-    /// Peak learning rate of AdamW.
-    #[arg(long, default_value_t = 5e-5, value_name = "X")]
-    pub lr: f32,
+    /// Peak learning rate of AdamW [default: 5e-5, the book's; 8e-4 with --lora and the
+    /// alpha-over-rank scaling].
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f32>,
     /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 0.1, value_name = "X")]
     pub weight_decay: f32,
@@ -84,9 +87,11 @@ pub struct InstructTrainArgs {
         value_name = "P"
     )]
     pub dropout: f32,
-    /// Seed of the shuffling.
+    /// Seed of the shuffling (and of LoRA's adapters).
     #[arg(long, default_value_t = 123, value_name = "N")]
     pub seed: u64,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     /// Tokens of each test response generated after training (greedy, stopping at
     /// end-of-text); 0 skips writing instruction-data-with-response.json.
     #[arg(long, default_value_t = 256, value_name = "N")]
@@ -101,6 +106,11 @@ pub struct InstructTrainArgs {
 
 /// Runs `finetune instruct`; returns the exit status (0, or 130 when interrupted).
 pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
+    let lora = a.lora.config()?;
+    let lr = a.lr.unwrap_or(match &lora {
+        Some(cfg) if cfg.scaling == LoraScaling::AlphaOverRank => 8e-4,
+        _ => 5e-5,
+    });
     let settings = TrainSettings {
         preset: "finetune-instruct".into(),
         tokenizer: TokenizerSpec::Gpt2,
@@ -108,8 +118,8 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         batch_size: a.batch_size,
         epochs: a.epochs,
         max_steps: a.max_steps,
-        lr: a.lr,
-        min_lr: a.lr,
+        lr,
+        min_lr: lr,
         cosine: false,
         warmup_steps: 0,
         weight_decay: a.weight_decay,
@@ -148,6 +158,10 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         // drew from the generator for its initial weights
         *ctx.rng() = Rng::torch(a.seed);
     }
+    // the book's exercise 7.4: freeze the model and train adapters on every linear layer
+    if let Some(cfg) = &lora {
+        add_lora(&mut gpt, cfg, &ctx);
+    }
     let pad = tok.end_of_text().ok_or_else(|| {
         TrainError(format!(
             "{}: the tokenizer has no <|endoftext|>, which instruction fine-tuning pads and stops with",
@@ -170,11 +184,17 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         );
     }
     let n_params = gpt.num_parameters();
+    let trainable: Vec<(String, tensor::Tensor)> = gpt
+        .named_parameters()
+        .into_iter()
+        .filter(|(_, p)| p.is_requires_grad())
+        .collect();
+    let n_trainable: usize = trainable.iter().map(|(_, p)| p.numel()).sum();
     let need = MemoryEstimate::fine_tuning(
         &gpt.cfg,
         a.batch_size,
         max_length.min(train_set.iter().map(|e| e.ids.len() + 1).max().unwrap_or(1)),
-        n_params as u64,
+        n_trainable as u64,
         gpt.cfg.vocab_size,
     );
     check_fits(&need, "this fine-tuning run")?;
@@ -189,7 +209,15 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
             a.data.display(),
             out.path.display()
         );
-        println!("model: {n_params} parameters, all trainable");
+        match &lora {
+            Some(cfg) => println!(
+                "model: {n_params} parameters, {n_trainable} trainable (LoRA rank {}, alpha {}, scaling {})",
+                cfg.rank,
+                cfg.alpha,
+                cfg.scaling.name()
+            ),
+            None => println!("model: {n_params} parameters, all trainable"),
+        }
         println!("memory: {need} at batch {}", a.batch_size);
         println!(
             "data: {} training, {} test, {} validation entries{}",
@@ -214,7 +242,13 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         mask_prompt: a.mask_prompt,
         sample_prompt: format_input(&val[0]),
     };
-    let opt = checkpoint::new_optimizer(&gpt, &settings);
+    let names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
+    let opt = AdamW::new(
+        trainable.into_iter().map(|(_, p)| p).collect(),
+        settings.lr,
+        settings.weight_decay,
+    );
+    let lora_info = lora.map(|cfg| LoraInfo::new(&cfg, &a.checkpoint));
     let state = TrainerState {
         version: 1,
         settings,
@@ -238,7 +272,13 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         title: "instruction fine-tuning".into(),
         started: Instant::now(),
         save: Box::new(|opt: &AdamW, state: &TrainerState| {
-            checkpoint::save(&out_dir, &gpt, &tok, opt, state)
+            checkpoint::save_with(&out_dir, &gpt, &tok, state, |dir| {
+                write_moments(&dir.join(OPTIMIZER_FILE), &names, opt)?;
+                match &lora_info {
+                    Some(info) => write_adapters(dir, &gpt, info),
+                    None => Ok(()),
+                }
+            })
         }),
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -336,7 +376,7 @@ pub struct ChatArgs {
 pub fn chat_command(a: &ChatArgs) -> Result<i32, TrainError> {
     let sampling = a.sampling.sampling()?;
     let ctx = Context::new(a.sampling.seed);
-    let (model, tok) = checkpoint::load_for_inference(&a.checkpoint, &ctx)?;
+    let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
         sampling,

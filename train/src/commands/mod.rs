@@ -6,4 +6,5 @@ pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod instruct;
+pub mod merge_lora;
 pub mod train;

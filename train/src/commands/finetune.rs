@@ -4,7 +4,6 @@
 //! training loop ([`crate::trainer::train_loop`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +26,7 @@ use crate::memory::check_fits;
 use crate::metrics::accuracy_plot_svg;
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::{TokenizerSpec, TrainSettings};
-use crate::trainer::{self, RunOptions, Session};
+use crate::trainer::Session;
 
 #[derive(Subcommand, Debug)]
 pub enum FinetuneCommand {
@@ -332,26 +331,13 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
             })
         }),
     };
-    let hook_out = out.clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    crate::cli::stop_on_ctrl_c(stop.clone());
-    let opts = RunOptions {
-        out_dir: out.path.clone(),
-        data_files: Some(vec![a.train.clone(), a.val.clone()]),
-        on_checkpoint: Some(Arc::new(move || hook_out.checkpoint_written())),
-        stop,
-        progress: true,
-        quiet: a.quiet,
-        min_secs_between_epoch_saves: 5.0 * 60.0,
-        ..RunOptions::default()
-    };
-    let summary = match trainer::train_loop(&task, &mut session, &opts) {
-        Ok(s) => s,
-        Err(e) => {
-            out.abandon();
-            return Err(e);
-        }
-    };
+    let summary = super::run_in(
+        &out,
+        &task,
+        &mut session,
+        vec![a.train.clone(), a.val.clone()],
+        a.quiet,
+    )?;
 
     // ------------------------------------------------ final accuracy on every set
     classifier.eval();

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +25,7 @@ use crate::lora::{load_with_adapters, write_adapters, LoraArgs, LoraInfo};
 use crate::memory::check_fits;
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::{TokenizerSpec, TrainSettings};
-use crate::trainer::{self, RunOptions, Session};
+use crate::trainer::Session;
 use model::lora::{add_lora, LoraScaling};
 
 /// Where the test split's responses go, in the run directory (the book's file name).
@@ -281,26 +280,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
             })
         }),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    crate::cli::stop_on_ctrl_c(stop.clone());
-    let hook_out = out.clone();
-    let opts = RunOptions {
-        out_dir: out.path.clone(),
-        data_files: Some(vec![a.data.clone()]),
-        on_checkpoint: Some(Arc::new(move || hook_out.checkpoint_written())),
-        stop,
-        progress: true,
-        quiet: a.quiet,
-        min_secs_between_epoch_saves: 5.0 * 60.0,
-        ..RunOptions::default()
-    };
-    let summary = match trainer::train_loop(&task, &mut session, &opts) {
-        Ok(s) => s,
-        Err(e) => {
-            out.abandon();
-            return Err(e);
-        }
-    };
+    let summary = super::run_in(&out, &task, &mut session, vec![a.data.clone()], a.quiet)?;
     if !a.quiet {
         println!(
             "{} after {} steps in {:.1}s; checkpoint: {}",

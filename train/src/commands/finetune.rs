@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use model::classifier::{Classifier, Pool, Trainable};
-use model::lora::{add_lora, LoraConfig, LoraScaling};
+use model::lora::{add_lora, LoraConfig};
 use model::memory::MemoryEstimate;
 use model::{Context, Module};
 use serde_json::json;
@@ -25,7 +25,7 @@ use crate::lora::{write_adapters, LoraArgs, LoraInfo};
 use crate::memory::check_fits;
 use crate::metrics::accuracy_plot_svg;
 use crate::run_dir::{OutDir, RUNS_ROOT};
-use crate::settings::{TokenizerSpec, TrainSettings};
+use crate::settings::TrainSettings;
 use crate::trainer::Session;
 
 #[derive(Subcommand, Debug)]
@@ -398,32 +398,19 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     Ok(if summary.interrupted { 130 } else { 0 })
 }
 
-/// The loop's settings for a classification run: the book's schedule (constant learning rate,
-/// no warm-up, no clipping) with the flags given.
+/// The loop's settings for a classification run (see [`super::fine_tuning_settings`]).
 fn settings(a: &ClassifyTrainArgs, lora: Option<&LoraConfig>) -> Result<TrainSettings, TrainError> {
-    let lr = a.lr.unwrap_or(match lora {
-        Some(cfg) if cfg.scaling == LoraScaling::AlphaOverRank => 8e-4,
-        _ => 5e-5,
-    });
-    let s = TrainSettings {
-        preset: "finetune-classify".into(),
-        tokenizer: TokenizerSpec::Gpt2,
-        dropout: a.dropout,
-        batch_size: a.batch_size,
+    let schedule = super::FineTuneSchedule {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
         epochs: a.epochs,
         max_steps: a.max_steps,
-        lr,
-        min_lr: lr,
-        cosine: false,
-        warmup_steps: 0,
-        weight_decay: a.weight_decay,
-        grad_clip: None,
+        batch_size: a.batch_size,
         eval_freq: a.eval_freq,
         eval_iter: a.eval_iter,
+        dropout: a.dropout,
         seed: a.seed,
         book_compat: a.book_compat,
-        ..TrainSettings::preset("quickstart")?
     };
-    s.validate()?;
-    Ok(s)
+    super::fine_tuning_settings("finetune-classify", &schedule, lora)
 }

@@ -24,9 +24,8 @@ use crate::instruction::{
 use crate::lora::{load_with_adapters, write_adapters, LoraArgs, LoraInfo};
 use crate::memory::check_fits;
 use crate::run_dir::{OutDir, RUNS_ROOT};
-use crate::settings::{TokenizerSpec, TrainSettings};
 use crate::trainer::Session;
-use model::lora::{add_lora, LoraScaling};
+use model::lora::add_lora;
 
 /// Where the test split's responses go, in the run directory (the book's file name).
 pub const RESPONSES_FILE: &str = "instruction-data-with-response.json";
@@ -106,30 +105,19 @@ pub struct InstructTrainArgs {
 /// Runs `finetune instruct`; returns the exit status (0, or 130 when interrupted).
 pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
     let lora = a.lora.config()?;
-    let lr = a.lr.unwrap_or(match &lora {
-        Some(cfg) if cfg.scaling == LoraScaling::AlphaOverRank => 8e-4,
-        _ => 5e-5,
-    });
-    let settings = TrainSettings {
-        preset: "finetune-instruct".into(),
-        tokenizer: TokenizerSpec::Gpt2,
-        dropout: a.dropout,
-        batch_size: a.batch_size,
+    let schedule = super::FineTuneSchedule {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
         epochs: a.epochs,
         max_steps: a.max_steps,
-        lr,
-        min_lr: lr,
-        cosine: false,
-        warmup_steps: 0,
-        weight_decay: a.weight_decay,
-        grad_clip: None,
+        batch_size: a.batch_size,
         eval_freq: a.eval_freq,
         eval_iter: a.eval_iter,
+        dropout: a.dropout,
         seed: a.seed,
         book_compat: a.book_compat,
-        ..TrainSettings::preset("quickstart")?
     };
-    settings.validate()?;
+    let settings = super::fine_tuning_settings("finetune-instruct", &schedule, lora.as_ref())?;
     if a.max_length == Some(0) {
         return Err(TrainError("--max-length must be at least 1".into()));
     }

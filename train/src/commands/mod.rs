@@ -13,8 +13,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use model::lora::{LoraConfig, LoraScaling};
+
 use crate::error::TrainError;
 use crate::run_dir::OutDir;
+use crate::settings::{TokenizerSpec, TrainSettings};
 use crate::trainer::{self, RunOptions, RunSummary, Session, Task};
 
 /// Runs a fine-tuning task in the shared loop, in its run directory `out`: Ctrl-C stops after
@@ -41,4 +44,54 @@ pub fn run_in(
         ..RunOptions::default()
     };
     trainer::train_loop(task, session, &opts).inspect_err(|_| out.abandon())
+}
+
+/// What a fine-tuning command's flags say about its schedule.
+pub struct FineTuneSchedule {
+    /// `None`: the book's 5e-5, or 8e-4 with LoRA's alpha-over-rank scaling.
+    pub lr: Option<f32>,
+    pub weight_decay: f32,
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub eval_freq: usize,
+    pub eval_iter: usize,
+    pub dropout: f32,
+    pub seed: u64,
+    pub book_compat: bool,
+}
+
+/// The shared loop's settings for a fine-tuning run (`preset` names it in checkpoints): the
+/// book's schedule of chapters 6 and 7 — a constant learning rate, no warm-up, no clipping —
+/// with the flags given, checked.
+pub fn fine_tuning_settings(
+    preset: &str,
+    f: &FineTuneSchedule,
+    lora: Option<&LoraConfig>,
+) -> Result<TrainSettings, TrainError> {
+    let lr = f.lr.unwrap_or(match lora {
+        Some(cfg) if cfg.scaling == LoraScaling::AlphaOverRank => 8e-4,
+        _ => 5e-5,
+    });
+    let s = TrainSettings {
+        preset: preset.into(),
+        tokenizer: TokenizerSpec::Gpt2,
+        dropout: f.dropout,
+        batch_size: f.batch_size,
+        epochs: f.epochs,
+        max_steps: f.max_steps,
+        lr,
+        min_lr: lr,
+        cosine: false,
+        warmup_steps: 0,
+        weight_decay: f.weight_decay,
+        grad_clip: None,
+        eval_freq: f.eval_freq,
+        eval_iter: f.eval_iter,
+        seed: f.seed,
+        book_compat: f.book_compat,
+        ..TrainSettings::preset("quickstart")?
+    };
+    s.validate()?;
+    Ok(s)
 }

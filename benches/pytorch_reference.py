@@ -4,6 +4,7 @@
     /tmp/torchenv/bin/python benches/pytorch_reference.py            # all cores
     /tmp/torchenv/bin/python benches/pytorch_reference.py --threads 1
     /tmp/torchenv/bin/python benches/pytorch_reference.py --memory     # peak RSS of 3 steps
+    /tmp/torchenv/bin/python benches/pytorch_reference.py --train-loop 25  # a whole training run
 
 The model is the book's chapter-4 GPT (token and position embeddings, dropout, pre-norm blocks
 of causal multi-head attention and a GELU feed-forward, final layer norm, linear head), written
@@ -175,14 +176,40 @@ def peak_memory(steps=3):
     print(f"peak RSS after {steps} GPT-2 small training steps: {kib / 1e6:.2f} GB")
 
 
+def train_loop(steps):
+    """The tiny configuration trained as a command-line run would: `steps` optimizer steps over
+    consecutive windows of a token stream, dropout 0.1, fused AdamW, gradient clipping at 1.0,
+    the loss read back every step. Timed as a whole process (N steps minus 5 steps), this is
+    the PyTorch side of the comparison with `scratchgpt train`."""
+    torch.manual_seed(0)
+    vocab, ctx, batch = 256, 128, 16
+    model = GPT(vocab, ctx, 128, 4, 4)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1, fused=True)
+    stream = torch.randint(vocab, (steps * batch * ctx + 1,))
+    for s in range(steps):
+        start = s * batch * ctx
+        window = stream[start : start + batch * ctx + 1]
+        ids, targets = window[:-1].view(batch, ctx), window[1:].view(batch, ctx)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(ids).flatten(0, 1), targets.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss.item()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--memory", action="store_true", help="only measure the peak RSS of training")
+    parser.add_argument("--train-loop", type=int, metavar="STEPS", help="only train the tiny configuration for STEPS steps")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.train_loop:
+        return train_loop(args.train_loop)
     if args.memory:
         return peak_memory()
     print(f"PyTorch {torch.__version__}, threads: {torch.get_num_threads()}")

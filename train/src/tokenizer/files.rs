@@ -152,7 +152,7 @@ impl BpeTables<'_> {
             .into_iter()
             .collect::<Option<_>>()
             .ok_or_else(|| verr("ids have gaps".into()))?;
-        let mut pairs = HashMap::new();
+        let mut pairs = super::FastMap::default();
         for (a, b, line) in &self.merges {
             let (ia, ib) = match (ids.get(a.as_str()), ids.get(b.as_str())) {
                 (Some(&x), Some(&y)) => (x, y),

@@ -21,11 +21,11 @@ pub mod files;
 pub mod hf_json;
 pub mod trainer;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-use fancy_regex::Regex;
+use regex_automata::{meta, Anchored, Input};
+
 
 /// The end-of-text marker GPT-2 places between documents.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
@@ -33,13 +33,67 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 /// GPT-2's pre-tokenization pattern: contractions, words with an optional leading space,
 /// numbers, punctuation runs, and whitespace (a run of spaces keeps its last space for the
 /// next word, `\s+(?!\S)`).
+#[cfg_attr(not(test), allow(dead_code))]
 const GPT2_PATTERN: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
-fn gpt2_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(GPT2_PATTERN).expect("GPT-2 pattern compiles"))
+/// The same pattern without its lookahead (`\s+(?!\S)` dropped), for the automata of the
+/// `regex` crate's engine (`regex-automata`): they have no lookaround, but find words several
+/// times faster than a backtracking engine (fancy-regex, which tiktoken uses).
+/// [`for_each_word`] puts the lookahead back.
+const GPT2_PATTERN_NO_LOOKAHEAD: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+";
+
+/// Runs `f` with this thread's own copy of the word pattern. A regex keeps scratch space in a
+/// pool that only the thread that used it first reaches without a lock; shared by all the
+/// threads of a parallel encode, the pool cost a third of the time.
+fn with_word_regex<R>(f: impl FnOnce(&meta::Regex) -> R) -> R {
+    thread_local! {
+        static RE: meta::Regex =
+            meta::Regex::new(GPT2_PATTERN_NO_LOOKAHEAD).expect("GPT-2 pattern compiles");
+    }
+    RE.with(f)
 }
+
+/// Calls `f` with each word of `text` by GPT-2's pattern, in order (the words cover the text).
+///
+/// Without the lookahead, a run of whitespace is matched whole by `\s+`. With it, a run of two
+/// or more whitespace characters followed by more text is matched without its last character
+/// (`\s+(?!\S)` backs off until what follows is whitespace), and that character starts the
+/// next word: a space joins the word after it (` ?\p{L}+`, …), anything else is a word of its
+/// own (`\s+`). So: cut such a run before its last character and search on from there. Every
+/// other word is the same with and without the lookahead (they all end in a non-space), and
+/// the tests compare both patterns on varied text.
+pub(crate) fn for_each_word<'t>(text: &'t str, mut f: impl FnMut(&'t str)) {
+    with_word_regex(|re| {
+        let mut at = 0;
+        // anchored: a word starts where the last one ended (the pattern matches any
+        // character), so one forward scan finds it, with no backward scan for its start
+        let mut input = Input::new(text).anchored(Anchored::Yes);
+        while at < text.len() {
+            input.set_start(at);
+            let Some(m) = re.search(&input) else {
+                unreachable!("GPT-2's pattern matches every character");
+            };
+            let word = &text[at..m.end()];
+            let mut end = m.end();
+            if end < text.len() {
+                if let Some(last) = word.chars().next_back() {
+                    if last.is_whitespace() && word.len() > last.len_utf8() {
+                        end -= last.len_utf8();
+                    }
+                }
+            }
+            f(&text[at..end]);
+            at = end;
+        }
+    })
+}
+
+/// A hash map with FxHash (rustc's and tiktoken's hasher): a multiply and a rotate per 8 bytes,
+/// against SipHash's rounds. Not resistant to chosen collisions, which do not matter for a
+/// tokenizer's fixed tables.
+pub(crate) type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// Why a tokenizer could not be built, loaded or used.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +124,7 @@ enum MergeRanks {
     /// tiktoken's rule: the rank of the merged token's bytes (GPT-2's table is stored this way).
     ByMergedBytes,
     /// The classic rule: the position of the pair `(left id, right id)` in the merge list.
-    ByPair(HashMap<(u32, u32), u32>),
+    ByPair(FastMap<(u32, u32), u32>),
     /// No merges at all (the byte tokenizer).
     None,
 }
@@ -80,7 +134,7 @@ enum MergeRanks {
 pub struct Tokenizer {
     kind: TokenizerKind,
     /// token bytes → id
-    encoder: HashMap<Vec<u8>, u32>,
+    encoder: FastMap<Vec<u8>, u32>,
     /// id → token bytes (specials included)
     decoder: Vec<Vec<u8>>,
     ranks: MergeRanks,
@@ -109,6 +163,9 @@ struct Part {
 /// The BPE merge loop on one word: starts from single bytes and merges the best-ranked adjacent
 /// pair until none is mergeable. `rank(left, right)` gives the pair's rank and merged id.
 /// Writes the ids into `out`.
+///
+/// Each pair's rank is looked up once and kept; a merge changes only the pairs on either side
+/// of it, so only those two are looked up again (as tiktoken's `byte_pair_merge` does).
 fn bpe_merge(
     word: &[u8],
     byte_ids: &[u32; 256],
@@ -124,11 +181,16 @@ fn bpe_merge(
             id: byte_ids[b as usize],
         })
         .collect();
-    while parts.len() > 1 {
-        // the adjacent pair with the lowest rank (learned earliest)
+    // pairs[i]: rank and merged id of parts i and i + 1, if they merge
+    let mut pairs: Vec<Option<(u32, u32)>> = parts
+        .windows(2)
+        .map(|w| rank(word, &w[0], &w[1]))
+        .collect();
+    loop {
+        // the adjacent pair with the lowest rank (learned earliest); the leftmost on a tie
         let mut best: Option<(u32, usize, u32)> = None;
-        for i in 0..parts.len() - 1 {
-            if let Some((r, id)) = rank(word, &parts[i], &parts[i + 1]) {
+        for (i, p) in pairs.iter().enumerate() {
+            if let Some((r, id)) = *p {
                 if best.is_none_or(|(br, _, _)| r < br) {
                     best = Some((r, i, id));
                 }
@@ -141,6 +203,13 @@ fn bpe_merge(
             id,
         };
         parts.remove(i + 1);
+        pairs.remove(i);
+        if i < pairs.len() {
+            pairs[i] = rank(word, &parts[i], &parts[i + 1]);
+        }
+        if i > 0 {
+            pairs[i - 1] = rank(word, &parts[i - 1], &parts[i]);
+        }
     }
     out.extend(parts.iter().map(|p| p.id as usize));
 }
@@ -170,7 +239,8 @@ impl Tokenizer {
         ranks: MergeRanks,
         pretokenize: bool,
     ) -> Result<Tokenizer, TokenizerError> {
-        let mut encoder = HashMap::with_capacity(decoder.len());
+        let mut encoder = FastMap::default();
+        encoder.reserve(decoder.len());
         let mut specials = Vec::new();
         let mut byte_ids = [u32::MAX; 256];
         for (id, bytes) in decoder.iter().enumerate() {
@@ -278,25 +348,16 @@ impl Tokenizer {
             self.encode_word(text.as_bytes(), out);
             return;
         }
-        let mut last = 0;
-        for m in gpt2_regex().find_iter(text) {
-            match m {
-                Ok(m) => {
-                    self.encode_word(m.as_str().as_bytes(), out);
-                    last = m.end();
-                }
-                Err(_) => {
-                    // backtracking limit hit on pathological input: fall back to plain bytes
-                    // for the rest, which still round-trips exactly
-                    self.encode_word(&text.as_bytes()[last..], out);
-                    return;
-                }
-            }
-        }
+        for_each_word(text, |w| self.encode_word(w.as_bytes(), out));
+    }
+
+    /// The id of the token with these bytes.
+    fn id_of(&self, bytes: &[u8]) -> Option<u32> {
+        self.encoder.get(bytes).copied()
     }
 
     fn encode_word(&self, word: &[u8], out: &mut Vec<usize>) {
-        if let Some(&id) = self.encoder.get(word) {
+        if let Some(id) = self.id_of(word) {
             out.push(id as usize); // whole word is one token: the common case
             return;
         }
@@ -307,7 +368,7 @@ impl Tokenizer {
             MergeRanks::ByMergedBytes => bpe_merge(
                 word,
                 &self.byte_ids,
-                |w, l, r| self.encoder.get(&w[l.start..r.end]).map(|&id| (id, id)),
+                |w, l, r| self.id_of(&w[l.start..r.end]).map(|id| (id, id)),
                 out,
             ),
             MergeRanks::ByPair(pairs) => bpe_merge(
@@ -315,7 +376,7 @@ impl Tokenizer {
                 &self.byte_ids,
                 |w, l, r| {
                     let rank = *pairs.get(&(l.id, r.id))?;
-                    Some((rank, *self.encoder.get(&w[l.start..r.end])?))
+                    Some((rank, self.id_of(&w[l.start..r.end])?))
                 },
                 out,
             ),
@@ -384,6 +445,69 @@ mod tests {
                 .collect();
             assert_eq!(tok.encode(text), want, "{text:?}");
             assert_eq!(tok.decode(&tok.encode(text)).unwrap(), text);
+        }
+        // and on real text, when the book's short story is there
+        let verdict = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/the-verdict.txt");
+        if let Ok(text) = std::fs::read_to_string(&verdict) {
+            let want: Vec<usize> = reference
+                .encode_ordinary(&text)
+                .into_iter()
+                .map(|x| x as usize)
+                .collect();
+            assert_eq!(tok.encode_ordinary(&text), want);
+        }
+    }
+
+    /// The words of `text` by the full pattern, lookahead included (fancy-regex, as tiktoken).
+    fn oracle_words(text: &str) -> Vec<String> {
+        static RE: OnceLock<fancy_regex::Regex> = OnceLock::new();
+        let re = RE.get_or_init(|| fancy_regex::Regex::new(GPT2_PATTERN).unwrap());
+        re.find_iter(text)
+            .map(|m| m.unwrap().as_str().to_string())
+            .collect()
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for_each_word(text, |w| out.push(w.to_string()));
+        out
+    }
+
+    #[test]
+    fn words_match_the_pattern_with_its_lookahead() {
+        for text in [
+            "a  \nb",
+            "a \n\n b",
+            "line one\r\nline two\r\n\r\n  indented\tand\ttabbed   \n",
+            "   leading and trailing   ",
+            "x\u{a0}\u{a0}y \u{3000}z\u{2028}\u{2028} w",
+            "it's 'twas they'll  I'M don't's",
+            "   ",
+            "\n",
+            "1 22  333\t\t4444",
+            "naïve café — “quotes” 🎉🎉 日本語のテキスト",
+        ] {
+            assert_eq!(words(text), oracle_words(text), "{text:?}");
+        }
+        // every mix of a few characters of each kind, up to length 5
+        let alphabet = [' ', '\n', '\t', 'a', '1', '.', '\'', 's', '\u{a0}', 'é'];
+        let mut text = String::new();
+        let mut n = 0u64;
+        while n < 10u64.pow(5) {
+            text.clear();
+            let mut k = n;
+            for _ in 0..5 {
+                text.push(alphabet[(k % 10) as usize]);
+                k /= 10;
+            }
+            assert_eq!(words(&text), oracle_words(&text), "{text:?}");
+            n += 1;
+        }
+        let verdict = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/the-verdict.txt");
+        if let Ok(text) = std::fs::read_to_string(&verdict) {
+            assert_eq!(words(&text), oracle_words(&text));
         }
     }
 

@@ -12,7 +12,7 @@
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use super::{gpt2_regex, MergeRanks, Tokenizer, TokenizerError, TokenizerKind, END_OF_TEXT};
+use super::{for_each_word, MergeRanks, Tokenizer, TokenizerError, TokenizerKind, END_OF_TEXT};
 
 type Pair = (u32, u32);
 
@@ -36,19 +36,18 @@ impl Tokenizer {
         }
         let wanted = vocab_size - 257;
         // 1. distinct words and their counts (in first-seen order, for determinism)
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut index: super::FastMap<&str, usize> = super::FastMap::default();
         let mut words: Vec<Vec<u32>> = Vec::new();
         let mut counts: Vec<i64> = Vec::new();
         for piece in text.split(END_OF_TEXT) {
-            for m in gpt2_regex().find_iter(piece).flatten() {
-                let w = m.as_str();
+            for_each_word(piece, |w| {
                 let i = *index.entry(w).or_insert_with(|| {
                     words.push(w.bytes().map(u32::from).collect());
                     counts.push(0);
                     words.len() - 1
                 });
                 counts[i] += 1;
-            }
+            });
         }
         // 2. pair counts and where each pair occurs
         let mut pair_count: HashMap<Pair, i64> = HashMap::new();
@@ -64,7 +63,7 @@ impl Tokenizer {
             .map(|(&p, &c)| (c, std::cmp::Reverse(p)))
             .collect();
         let mut decoder: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-        let mut ranks: HashMap<Pair, u32> = HashMap::new();
+        let mut ranks: super::FastMap<Pair, u32> = super::FastMap::default();
         // 3. merge the most frequent pair, again and again
         while ranks.len() < wanted {
             let Some((count, std::cmp::Reverse(pair))) = heap.pop() else {

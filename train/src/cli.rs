@@ -17,6 +17,7 @@ use crate::commands::finetune::{self, FinetuneCommand};
 use crate::commands::generate::{generate_command, GenerateArgs};
 use crate::commands::instruct::{self, ChatArgs};
 use crate::commands::merge_lora::{merge_lora_command, MergeLoraArgs};
+use crate::commands::tokenize::{tokenize_command, TokenizeArgs};
 use crate::commands::train::{preset_defaults, train_command, TrainArgs, PRESET_FLAGS};
 use crate::error::{io_error, TrainError};
 
@@ -65,6 +66,10 @@ pub enum Command {
     /// as fast as the base one (book appendix E).
     #[command(after_help = EXIT_STATUSES)]
     MergeLora(MergeLoraArgs),
+    /// Tokenize a corpus once into token shards (llm.c's format) and manifest.json, streaming
+    /// it in bounded memory on all cores; or check such a directory with --verify.
+    #[command(after_help = EXIT_STATUSES)]
+    Tokenize(TokenizeArgs),
     /// Measure this machine: FMA peak, SGEMM, training steps, generation against the memory
     /// bandwidth (under a minute).
     Bench,
@@ -112,12 +117,22 @@ pub fn read_text_file(path: &Path) -> Result<String, TrainError> {
 /// Makes Ctrl-C set `stop` (the training loop then saves and stops after the current step);
 /// a second Ctrl-C exits at once with status 130.
 pub fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
+    on_ctrl_c(
+        stop,
+        "stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
+        "interrupted again: exiting now (the last complete checkpoint is intact)",
+    );
+}
+
+/// Makes Ctrl-C set `stop` and print `first`; a second Ctrl-C prints `again` and exits at once
+/// with status 130.
+pub fn on_ctrl_c(stop: Arc<AtomicBool>, first: &'static str, again: &'static str) {
     let _ = ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: exiting now (the last complete checkpoint is intact)");
+            eprintln!("\n{again}");
             std::process::exit(130);
         }
-        eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit now)");
+        eprintln!("\n{first}");
     });
 }
 
@@ -166,6 +181,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Classify(a) => classify::classify_command(a),
         Command::Chat(a) => instruct::chat_command(a),
         Command::MergeLora(a) => merge_lora_command(a),
+        Command::Tokenize(a) => tokenize_command(a),
         Command::Bench => {
             crate::bench::run_bench();
             Ok(0)

@@ -8,6 +8,7 @@
 //! | 2.2–2.5 | tokenizing: GPT-2 BPE, a BPE trainer, bytes | [`tokenizer`] |
 //! | 2.6 | sliding windows, batches, the train/validation split | [`data`] |
 //! | — | token shards (llm.c's format), corpora larger than memory | [`shards`] |
+//! | — | `scratchgpt tokenize`: a corpus streamed into shards on all cores | [`tokenize`] |
 //! | appendix E | LoRA flags and the adapters' files; `merge-lora` | [`lora`] |
 //! | 5.2 | the training loop, evaluation, samples | [`trainer`] |
 //! | appendix D | warm-up, cosine decay, gradient clipping | [`settings`], [`trainer`] |
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod run_dir;
 pub mod settings;
 pub mod shards;
+pub mod tokenize;
 pub mod tokenizer;
 pub mod trainer;
 

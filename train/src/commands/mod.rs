@@ -7,6 +7,7 @@ pub mod finetune;
 pub mod generate;
 pub mod instruct;
 pub mod merge_lora;
+pub mod tokenize;
 pub mod train;
 
 use std::path::PathBuf;

@@ -26,7 +26,6 @@ use std::sync::OnceLock;
 
 use regex_automata::{meta, Anchored, Input};
 
-
 /// The end-of-text marker GPT-2 places between documents.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
@@ -182,10 +181,8 @@ fn bpe_merge(
         })
         .collect();
     // pairs[i]: rank and merged id of parts i and i + 1, if they merge
-    let mut pairs: Vec<Option<(u32, u32)>> = parts
-        .windows(2)
-        .map(|w| rank(word, &w[0], &w[1]))
-        .collect();
+    let mut pairs: Vec<Option<(u32, u32)>> =
+        parts.windows(2).map(|w| rank(word, &w[0], &w[1])).collect();
     loop {
         // the adjacent pair with the lowest rank (learned earliest); the leftmost on a tie
         let mut best: Option<(u32, usize, u32)> = None;
@@ -343,7 +340,8 @@ impl Tokenizer {
         }
     }
 
-    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<usize>) {
+    /// [`Tokenizer::encode_ordinary`] appending to `out`.
+    pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<usize>) {
         if !self.pretokenize {
             self.encode_word(text.as_bytes(), out);
             return;

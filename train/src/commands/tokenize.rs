@@ -48,10 +48,17 @@ pub struct TokenizeArgs {
     /// Tokens per shard (llm.c's default; at most 2^31 - 1, the header's limit).
     #[arg(long, default_value_t = DEFAULT_SHARD_TOKENS, value_name = "N")]
     pub shard_tokens: u64,
-    /// Where documents end (an <|endoftext|> goes before each): at the end of each file; also
-    /// at blank lines; or also at a literal <|endoftext|> in the text. Otherwise the text
+    /// Where documents end (an <|endoftext|> goes before each): at the end of each file
+    /// (files); also at lines holding only whitespace (blank-lines); or also at a literal
+    /// <|endoftext|> in the text (endoftext, as TinyStories ships). Otherwise the text
     /// <|endoftext|> is just characters.
-    #[arg(long, value_enum, default_value_t = Documents::Files, value_name = "WHERE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Documents::Files,
+        value_name = "files|blank-lines|endoftext",
+        hide_possible_values = true
+    )]
     pub documents: Documents,
     /// With --tokenizer bpe:N: bytes of training text the vocabulary is learned from.
     #[arg(long, default_value_t = DEFAULT_BPE_SAMPLE_BYTES, value_name = "BYTES")]

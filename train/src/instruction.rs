@@ -29,6 +29,7 @@ use model::GptModel;
 use serde::{Deserialize, Serialize};
 use tensor::{no_grad, Rng, Tensor};
 
+use crate::data::EpochOrder;
 use crate::error::{io_error, TrainError};
 use crate::tokenizer::Tokenizer;
 use crate::trainer::{EvalOrders, Evaluation, Task};
@@ -267,14 +268,14 @@ impl Task for InstructionTuning<'_> {
         self.train.len() / self.batch_size
     }
 
-    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
-        rng.epoch_permutation(self.train.len(), true)
+    fn epoch_order(&self, rng: &mut Rng) -> EpochOrder {
+        EpochOrder::Listed(rng.epoch_permutation(self.train.len(), true))
     }
 
-    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64) {
-        let rows = &order[b * self.batch_size..(b + 1) * self.batch_size];
-        let c = self.batch(&self.train, rows);
-        (self.loss(&c), c.inputs.len() as u64)
+    fn batch_loss(&self, order: &EpochOrder, b: usize) -> Result<(Tensor, u64), TrainError> {
+        let rows = order.range(b * self.batch_size, (b + 1) * self.batch_size);
+        let c = self.batch(&self.train, &rows);
+        Ok((self.loss(&c), c.inputs.len() as u64))
     }
 
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
@@ -283,17 +284,21 @@ impl Task for InstructionTuning<'_> {
         EvalOrders { train, val }
     }
 
-    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation {
+    fn evaluate(
+        &self,
+        eval_iter: usize,
+        orders: Option<&EvalOrders>,
+    ) -> Result<Evaluation, TrainError> {
         let in_order = |n: usize| (0..n).collect::<Vec<_>>();
         let (t, v) = match orders {
             Some(o) => (o.train.clone(), o.val.clone()),
             None => (in_order(self.train.len()), in_order(self.val.len())),
         };
-        Evaluation {
+        Ok(Evaluation {
             train_loss: self.mean_loss(&self.train, &t, eval_iter),
             val_loss: self.mean_loss(&self.val, &v, eval_iter),
             ..Evaluation::default()
-        }
+        })
     }
 
     fn end_of_epoch(&self, epoch: usize) -> Option<String> {

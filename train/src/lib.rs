@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod run_dir;
 pub mod settings;
 pub mod shards;
+pub mod token_data;
 pub mod tokenizer;
 pub mod trainer;
 

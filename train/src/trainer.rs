@@ -25,11 +25,12 @@ use rayon::prelude::*;
 use tensor::{no_grad, AdamW, Optimizer, Rng, Tensor};
 
 use crate::checkpoint::{self, fingerprint, TrainerState};
-use crate::data::{split_text, DataLoader, TokenWindows};
+use crate::data::{split_text, DataLoader, EpochOrder, TokenWindows};
 use crate::error::{io_error, TrainError};
 use crate::memory::check_fits;
 use crate::metrics::{loss_plot_svg, to_csv, MetricRecord};
 use crate::settings::{TokenizerSpec, TrainSettings};
+use crate::token_data::TokenData;
 use crate::tokenizer::Tokenizer;
 use model::memory::MemoryEstimate;
 
@@ -221,29 +222,32 @@ pub fn make_loaders(
 
 /// Mean loss over the first `eval_iter` batches of `loader` in order, dropout off, no
 /// gradients (the book's `calc_loss_loader`).
-pub fn evaluate(model: &GptModel, loader: &DataLoader, eval_iter: usize) -> f32 {
-    let order: Vec<usize> = (0..loader.data.len()).collect();
-    evaluate_in_order(model, loader, &order, eval_iter)
+pub fn evaluate(
+    model: &GptModel,
+    loader: &DataLoader,
+    eval_iter: usize,
+) -> Result<f32, TrainError> {
+    evaluate_in_order(model, loader, &loader.in_order(), eval_iter)
 }
 
 /// [`evaluate`] over the batches of one pass in `order`.
 pub fn evaluate_in_order(
     model: &GptModel,
     loader: &DataLoader,
-    order: &[usize],
+    order: &EpochOrder,
     eval_iter: usize,
-) -> f32 {
+) -> Result<f32, TrainError> {
     let _g = no_grad();
     let n = eval_iter.min(loader.num_batches());
     let mut total = 0.0;
     for b in 0..n {
-        let batch = loader.batch(order, b);
+        let batch = loader.batch(order, b)?;
         total += model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets)
             .item();
     }
-    total / n.max(1) as f32
+    Ok(total / n.max(1) as f32)
 }
 
 /// Global L2 norm of all gradients (appendix D clips it). Each gradient is cut into fixed
@@ -301,13 +305,89 @@ fn write_metrics(out: &Path, history: &[MetricRecord], title: &str) -> Result<()
     Ok(())
 }
 
-/// Trains on `text` (ignored except for its fingerprint when resuming) and returns how the
-/// run went. Errors are for the user: bad settings, data too short, I/O, non-finite loss.
-pub fn run(
-    text: &str,
+/// What a run trains on.
+#[derive(Clone, Copy)]
+pub enum TrainingData<'a> {
+    /// Text (files joined with end-of-text, or the built-in corpus): tokenized when the run
+    /// starts, split into training and validation parts by characters (`train_ratio`).
+    Text(&'a str),
+    /// Token shards ([`crate::token_data`]): training and validation files, read window by
+    /// window; their tokenizer is the run's.
+    Tokens(&'a TokenData),
+}
+
+impl<'a> From<&'a str> for TrainingData<'a> {
+    fn from(text: &'a str) -> Self {
+        TrainingData::Text(text)
+    }
+}
+
+impl<'a> From<&'a String> for TrainingData<'a> {
+    fn from(text: &'a String) -> Self {
+        TrainingData::Text(text)
+    }
+}
+
+impl<'a> From<&'a TokenData> for TrainingData<'a> {
+    fn from(data: &'a TokenData) -> Self {
+        TrainingData::Tokens(data)
+    }
+}
+
+/// Training and validation loaders for `data` with the settings' windows and batches, and the
+/// data's fingerprint (which `--resume` compares).
+fn loaders_for(
+    data: TrainingData,
+    described: &str,
+    s: &TrainSettings,
+    tok: &Tokenizer,
+) -> Result<(DataLoader, DataLoader, String), TrainError> {
+    match data {
+        TrainingData::Text(text) => {
+            let (train, val) = make_loaders(text, described, s, tok)?;
+            let ids = |l: &DataLoader| l.data.in_memory_tokens().unwrap_or_default().to_vec();
+            let fp = fingerprint(&[&ids(&train), &ids(&val)]);
+            Ok((train, val, fp))
+        }
+        TrainingData::Tokens(d) => {
+            if s.book_compat {
+                return Err(TrainError(
+                    "--book-compat reproduces the book's text pipeline; it cannot train on token shards (give the text file instead)".into(),
+                ));
+            }
+            if tok.vocab_size() != d.tokenizer.vocab_size() {
+                return Err(TrainError(format!(
+                    "{described}: the shards hold ids of a {}-token vocabulary, but the run's tokenizer has {}",
+                    d.tokenizer.vocab_size(),
+                    tok.vocab_size()
+                )));
+            }
+            let windows = |shards: &[std::sync::Arc<crate::shards::Shard>], what: &str| {
+                TokenWindows::from_shards(shards.to_vec(), s.context_length, s.stride, tok.vocab_size())
+                    .map_err(|e| TrainError(format!("{described}: the {what} shards are too short: {e} (use more data or a smaller --context-length)")))
+            };
+            let train = DataLoader::new(windows(&d.train, "training")?, s.batch_size, true, true);
+            let val = DataLoader::new(windows(&d.val, "validation")?, s.batch_size, false, false);
+            if train.num_batches() == 0 {
+                return Err(TrainError(format!(
+                    "{described}: the training shards make {} windows, fewer than one batch of {}: lower --batch-size or --context-length",
+                    train.data.len(),
+                    s.batch_size
+                )));
+            }
+            Ok((train, val, d.fingerprint.clone()))
+        }
+    }
+}
+
+/// Trains on `data` and returns how the run went. Errors are for the user: bad settings, data
+/// too short or damaged, I/O, non-finite loss.
+pub fn run<'a>(
+    data_in: impl Into<TrainingData<'a>>,
     settings: TrainSettings,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
+    let data_in = data_in.into();
     let start_time = Instant::now();
     let data = describe_data(opts.data_files.as_deref());
     let quiet_line = |s: &str| {
@@ -325,15 +405,20 @@ pub fn run(
             } else {
                 Context::new(settings.seed)
             };
-            let (train_text, _) = split_text(text, settings.train_ratio);
-            let tok = build_tokenizer(&settings.tokenizer, train_text, &data, quiet_line)?;
-            let (train, val) = make_loaders(text, &data, &settings, &tok)?;
+            let tok = match data_in {
+                TrainingData::Text(text) => {
+                    let (train_text, _) = split_text(text, settings.train_ratio);
+                    build_tokenizer(&settings.tokenizer, train_text, &data, quiet_line)?
+                }
+                TrainingData::Tokens(d) => d.tokenizer.clone(),
+            };
+            let (train, val, data_fingerprint) = loaders_for(data_in, &data, &settings, &tok)?;
             let cfg = settings.model_config(tok.vocab_size());
             cfg.validate().map_err(|e| TrainError(e.to_string()))?;
             need = Some(training_memory(
                 &cfg,
                 settings.batch_size,
-                text,
+                data_in,
                 &train,
                 &val,
             ));
@@ -346,11 +431,11 @@ pub fn run(
                 step: 0,
                 epoch: 0,
                 batch_in_epoch: 0,
-                order: Vec::new(),
+                order: EpochOrder::default(),
                 rng: ctx.rng().state(),
                 tokens_seen: 0,
                 adam_t: 0,
-                data_fingerprint: fingerprint(&[train.data.tokens(), val.data.tokens()]),
+                data_fingerprint,
                 history: Vec::new(),
                 elapsed_secs: 0.0,
                 data_files: opts.data_files.clone(),
@@ -363,7 +448,11 @@ pub fn run(
             let saved = checkpoint::read_state(&ckpt)?;
             let cfg = model::weights::read_config(&ckpt.join(model::weights::CONFIG_FILE))?;
             let estimate = MemoryEstimate::training(&cfg, saved.settings.batch_size);
-            check_fits(&estimate.with_data(9 * text.len() as u64), "this run")?;
+            let text_bytes = match data_in {
+                TrainingData::Text(text) => text.len() as u64,
+                TrainingData::Tokens(_) => 0,
+            };
+            check_fits(&estimate.with_data(9 * text_bytes), "this run")?;
             let r = checkpoint::load_for_resume(dir, &ctx)?;
             let mut state = r.state;
             if let Some(e) = opts.resume_epochs {
@@ -373,8 +462,9 @@ pub fn run(
                 state.settings.max_steps = Some(m);
             }
             state.settings.validate()?;
-            let (train, val) = make_loaders(text, &data, &state.settings, &r.tokenizer)?;
-            if fingerprint(&[train.data.tokens(), val.data.tokens()]) != state.data_fingerprint {
+            let (train, val, data_fingerprint) =
+                loaders_for(data_in, &data, &state.settings, &r.tokenizer)?;
+            if data_fingerprint != state.data_fingerprint {
                 return Err(TrainError(format!(
                     "{}: the data differ from the data this run was trained on ({data} is not the same text); resume with the same --data",
                     r.dir.display()
@@ -471,17 +561,21 @@ pub trait Task {
     /// Training batches in one epoch.
     fn batches_per_epoch(&self) -> usize;
     /// The order in which one epoch visits the training examples.
-    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize>;
+    fn epoch_order(&self, rng: &mut Rng) -> EpochOrder;
     /// The training loss of batch `b` of an epoch visiting examples in `order`, and the number
-    /// of tokens the batch holds.
-    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64);
+    /// of tokens the batch holds. Errors come from data read as training goes (token shards).
+    fn batch_loss(&self, order: &EpochOrder, b: usize) -> Result<(Tensor, u64), TrainError>;
     /// The orders of fresh passes over the training and validation examples, drawn from the
     /// run's generator as iterating a PyTorch loader anew does: how the book's exact runs
     /// (`--book-compat`) pick the batches they evaluate on.
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders;
     /// Losses on the first `eval_iter` batches of training and validation data, in `orders`
     /// or else in file order; dropout off, no gradients.
-    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation;
+    fn evaluate(
+        &self,
+        eval_iter: usize,
+        orders: Option<&EvalOrders>,
+    ) -> Result<Evaluation, TrainError>;
     /// A line to print after each epoch (`Ep N …`), if any.
     fn end_of_epoch(&self, epoch: usize) -> Option<String>;
 }
@@ -509,42 +603,57 @@ impl Task for LanguageModeling<'_> {
         self.train.num_batches()
     }
 
-    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
+    fn epoch_order(&self, rng: &mut Rng) -> EpochOrder {
         self.train.epoch_order(rng)
     }
 
-    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64) {
-        let batch = self.train.batch(order, b);
+    fn batch_loss(&self, order: &EpochOrder, b: usize) -> Result<(Tensor, u64), TrainError> {
+        let batch = self.train.batch(order, b)?;
         let loss = self
             .model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets);
-        (loss, (batch.batch * batch.seq_len) as u64)
+        Ok((loss, (batch.batch * batch.seq_len) as u64))
     }
 
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
-        let train = self.train.epoch_order(rng);
-        let val = self.val.epoch_order(rng);
+        let listed = |o: EpochOrder| o.range(0, o.len());
+        let train = listed(self.train.epoch_order(rng));
+        let val = listed(self.val.epoch_order(rng));
         EvalOrders { train, val }
     }
 
-    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation {
+    fn evaluate(
+        &self,
+        eval_iter: usize,
+        orders: Option<&EvalOrders>,
+    ) -> Result<Evaluation, TrainError> {
         let model = self.model;
         let (train_loss, val_loss) = match orders {
             Some(o) => (
-                evaluate_in_order(model, &self.train, &o.train, eval_iter),
-                evaluate_in_order(model, &self.val, &o.val, eval_iter),
+                evaluate_in_order(
+                    model,
+                    &self.train,
+                    &EpochOrder::Listed(o.train.clone()),
+                    eval_iter,
+                )?,
+                evaluate_in_order(
+                    model,
+                    &self.val,
+                    &EpochOrder::Listed(o.val.clone()),
+                    eval_iter,
+                )?,
             ),
             None => (
-                evaluate(model, &self.train, eval_iter),
-                evaluate(model, &self.val, eval_iter),
+                evaluate(model, &self.train, eval_iter)?,
+                evaluate(model, &self.val, eval_iter)?,
             ),
         };
-        Evaluation {
+        Ok(Evaluation {
             train_loss,
             val_loss,
             ..Evaluation::default()
-        }
+        })
     }
 
     fn end_of_epoch(&self, epoch: usize) -> Option<String> {
@@ -627,7 +736,7 @@ pub fn train_loop(
             let lr = s.lr_at(state.step, total);
             opt.set_lr(lr);
             opt.zero_grad();
-            let (loss, n_tokens) = task.batch_loss(&state.order, state.batch_in_epoch);
+            let (loss, n_tokens) = task.batch_loss(&state.order, state.batch_in_epoch)?;
             let lv = loss.item();
             if !lv.is_finite() {
                 return Err(non_finite("loss", state.step + 1, &opts.out_dir));
@@ -652,7 +761,7 @@ pub fn train_loop(
                 // the orders are drawn first: the generator must not stay locked while the
                 // model runs (its layers take the lock)
                 let orders = s.book_compat.then(|| task.eval_orders(&mut ctx.rng()));
-                let e = task.evaluate(s.eval_iter, orders.as_ref());
+                let e = task.evaluate(s.eval_iter, orders.as_ref())?;
                 (window_secs, window_tokens) = (0.0, 0);
                 let rec = MetricRecord {
                     step: state.step,
@@ -691,7 +800,7 @@ pub fn train_loop(
             }
             state.epoch += 1;
             state.batch_in_epoch = 0;
-            state.order.clear();
+            state.order = EpochOrder::default();
             if last_save_time.get().elapsed().as_secs_f64() >= opts.min_secs_between_epoch_saves {
                 last_saved = Some(checkpoint_now(state, opt)?);
             }
@@ -738,16 +847,23 @@ fn clip_gradients(params: &[Tensor], max: Option<f32>) -> Result<(), ()> {
     Ok(())
 }
 
-/// The memory a run of `cfg` needs: one training step of `batch`, plus its text and token ids.
+/// The memory a run of `cfg` needs: one training step of `batch`, plus its text and token ids
+/// (for token shards: one batch of ids, read as training goes).
 fn training_memory(
     cfg: &model::GptConfig,
     batch: usize,
-    text: &str,
+    data: TrainingData,
     train: &DataLoader,
     val: &DataLoader,
 ) -> MemoryEstimate {
-    let ids = (train.data.tokens().len() + val.data.tokens().len()) * std::mem::size_of::<usize>();
-    MemoryEstimate::training(cfg, batch).with_data((text.len() + ids) as u64)
+    let id = std::mem::size_of::<usize>() as u64;
+    let bytes = match data {
+        TrainingData::Text(text) => {
+            text.len() as u64 + (train.data.total_tokens() + val.data.total_tokens()) * id
+        }
+        TrainingData::Tokens(_) => 3 * (batch * (cfg.context_length + 1)) as u64 * id,
+    };
+    MemoryEstimate::training(cfg, batch).with_data(bytes)
 }
 
 /// How many optimizer steps a run's limits allow: its epochs of `batches_per_epoch` steps,

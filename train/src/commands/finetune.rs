@@ -299,7 +299,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         step: 0,
         epoch: 0,
         batch_in_epoch: 0,
-        order: Vec::new(),
+        order: crate::data::EpochOrder::default(),
         rng: ctx.rng().state(),
         tokens_seen: 0,
         adam_t: 0,

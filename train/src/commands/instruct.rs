@@ -242,7 +242,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         step: 0,
         epoch: 0,
         batch_in_epoch: 0,
-        order: Vec::new(),
+        order: crate::data::EpochOrder::default(),
         rng: ctx.rng().state(),
         tokens_seen: 0,
         adam_t: 0,

@@ -13,18 +13,21 @@ use crate::cli::{read_text_file, stop_on_ctrl_c};
 use crate::error::TrainError;
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::{TokenizerSpec, TrainSettings, TRAIN_PRESETS};
+use crate::token_data::{is_token_data, open_token_data, TokenData};
 use crate::tokenizer::END_OF_TEXT;
-use crate::trainer::{self, RunOptions};
+use crate::trainer::{self, RunOptions, TrainingData};
 
 /// `scratchgpt train`. Flags marked "preset" take their default from `--preset`; the values of
 /// every preset are appended to their help text from the presets themselves
 /// ([`preset_defaults`]), so the help cannot drift from the code.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Text files to train on (UTF-8; several are joined with <|endoftext|>) [default: the
-    /// built-in corpus, about 18 KB of stories]. With --resume, only needed when the run's files
-    /// have moved.
-    #[arg(long, num_args = 1.., value_name = "FILE")]
+    /// Text files to train on (UTF-8; several are joined with <|endoftext|>), or token shards:
+    /// a directory written by scratchgpt tokenize, a directory of llm.c's *_train_*.bin /
+    /// *_val_*.bin shards, or nanoGPT's train.bin and val.bin (read window by window: start-up
+    /// and memory do not grow with the corpus) [default: the built-in corpus, about 18 KB of
+    /// stories]. With --resume, only needed when the run's files have moved.
+    #[arg(long, num_args = 1.., value_name = "FILE|DIR")]
     pub data: Vec<PathBuf>,
     /// Settings preset [default: quickstart]. quickstart: a 1.1M-parameter model that learns
     /// visibly in under a minute; book-ch5: the book's chapter-5 run; gpt2-small, gpt2-medium,
@@ -315,6 +318,30 @@ fn read_training_text(files: &[PathBuf]) -> Result<String, TrainError> {
     Ok(parts.join(END_OF_TEXT))
 }
 
+/// Text larger than this makes `train` suggest `scratchgpt tokenize`.
+pub const TOKENIZE_HINT_BYTES: u64 = 64 << 20;
+
+/// The tokenizer of a new run on token shards: the shards' own. `--tokenizer` may name it but
+/// not change it, and `--train-ratio` has no text to split.
+fn shard_tokenizer(a: &TrainArgs, d: &TokenData) -> Result<TokenizerSpec, TrainError> {
+    if a.train_ratio.is_some() {
+        return Err(TrainError(format!(
+            "--train-ratio splits text files; {} holds its own validation shards",
+            d.description
+        )));
+    }
+    if let Some(t) = &a.tokenizer {
+        let asked = TokenizerSpec::parse(t)?;
+        if asked != d.tokenizer_spec {
+            return Err(TrainError(format!(
+                "--tokenizer {asked}: {} was written with the tokenizer {}; a run on shards uses their tokenizer",
+                d.description, d.tokenizer_spec
+            )));
+        }
+    }
+    Ok(d.tokenizer_spec.clone())
+}
+
 /// The data files a run records: absolute, so `--resume` finds them from any directory.
 fn absolute(files: &[PathBuf]) -> Vec<PathBuf> {
     files
@@ -350,7 +377,20 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
         }
         None => (settings_from_args(a)?, a.data.clone(), None),
     };
-    let text = read_training_text(&data_files)?;
+    let token_data = match is_token_data(&data_files)? {
+        true => Some(open_token_data(&data_files)?),
+        false => None,
+    };
+    let mut settings = settings;
+    let text = match &token_data {
+        Some(d) => {
+            if a.resume.is_none() {
+                settings.tokenizer = shard_tokenizer(a, d)?;
+            }
+            String::new()
+        }
+        None => read_training_text(&data_files)?,
+    };
     let data_files = absolute(&data_files);
     let out = match out {
         Some(out) => out,
@@ -383,13 +423,31 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
             Some(_) => String::new(),
             None => format!(" with preset {}", settings.preset),
         };
+        let size = match &token_data {
+            Some(d) => format!(
+                "{} training tokens in {} shards, {} validation tokens",
+                d.train_tokens(),
+                d.train.len(),
+                d.val_tokens()
+            ),
+            None => format!("{} bytes", text.len()),
+        };
         println!(
-            "training on {source} ({} bytes){preset}, writing to {}",
-            text.len(),
+            "training on {source} ({size}){preset}, writing to {}",
             out.path.display()
         );
+        if token_data.is_none() && text.len() as u64 > TOKENIZE_HINT_BYTES {
+            println!(
+                "note: {:.0} MB of text is read and tokenized at the start of every run and every --resume; tokenize it once with `scratchgpt tokenize --data FILES --out DIR` and train with --data DIR to start at once with flat memory",
+                text.len() as f64 / 1e6
+            );
+        }
     }
-    let summary = match trainer::run(&text, settings, &opts) {
+    let data = match &token_data {
+        Some(d) => TrainingData::Tokens(d),
+        None => TrainingData::Text(&text),
+    };
+    let summary = match trainer::run(data, settings, &opts) {
         Ok(summary) => summary,
         Err(e) => {
             out.abandon();

@@ -134,7 +134,7 @@ fn small_settings() -> TrainSettings {
 #[test]
 fn shard_runs_resume_at_the_exact_window_across_epochs() {
     let dir = own_token_dir("resume");
-    let data = open_token_data(&[dir.clone()]).unwrap();
+    let data = open_token_data(std::slice::from_ref(&dir)).unwrap();
     assert_eq!(data.train.len(), 3);
     let opts = |out: &Path| RunOptions {
         out_dir: out.to_path_buf(),

@@ -28,7 +28,7 @@ use tensor::{no_grad, Rng, Tensor};
 use crate::data::EpochOrder;
 use crate::error::{io_error, TrainError};
 use crate::tokenizer::Tokenizer;
-use crate::trainer::{EvalOrders, Evaluation, Task};
+use crate::trainer::{EvalOrders, Evaluation, MicroBatch, Task};
 
 /// The classifier's own files in a checkpoint directory, beside the GPT's `config.json` and
 /// `model.safetensors` (names no Hugging Face file uses).
@@ -336,11 +336,16 @@ impl Task for Classification<'_> {
         EpochOrder::Listed(rng.epoch_permutation(self.train.len(), true))
     }
 
-    fn batch_loss(&self, order: &EpochOrder, b: usize) -> Result<(Tensor, u64), TrainError> {
-        let rows = order.range(b * self.batch_size, (b + 1) * self.batch_size);
+    fn batch_loss(
+        &self,
+        order: &EpochOrder,
+        b: usize,
+        part: MicroBatch,
+    ) -> Result<(Tensor, u64), TrainError> {
+        let rows = part.rows(order, b, self.batch_size);
         let (ids, lengths, classes) = self.train.batch(&rows);
         let loss = self.model.forward(&ids, &lengths).cross_entropy(&classes);
-        Ok((loss, ids.len() as u64))
+        Ok((part.share_of_mean(loss), ids.len() as u64))
     }
 
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {

@@ -329,19 +329,23 @@ impl DataLoader {
     /// error, an id outside the vocabulary), naming the file.
     pub fn batch(&self, order: &EpochOrder, b: usize) -> Result<Batch, TrainError> {
         let start = b * self.batch_size;
-        let end = (start + self.batch_size).min(order.len());
+        self.batch_of(&order.range(start, start + self.batch_size))
+    }
+
+    /// The batch of the windows `rows`.
+    pub fn batch_of(&self, rows: &[usize]) -> Result<Batch, TrainError> {
         let l = self.data.max_length;
-        let mut inputs = Vec::with_capacity((end - start) * (l + 1));
-        let mut targets = Vec::with_capacity((end - start) * l);
+        let mut inputs = Vec::with_capacity(rows.len() * (l + 1));
+        let mut targets = Vec::with_capacity(rows.len() * l);
         let mut buf = Vec::new();
-        for i in start..end {
+        for &i in rows {
             self.data
-                .append_window(order.get(i), &mut inputs, &mut targets, &mut buf)?;
+                .append_window(i, &mut inputs, &mut targets, &mut buf)?;
         }
         Ok(Batch {
             inputs,
             targets,
-            batch: end - start,
+            batch: rows.len(),
             seq_len: l,
         })
     }

@@ -51,6 +51,7 @@ pub struct RunOptions {
     /// With `resume`: new limits replacing the saved ones.
     pub resume_epochs: Option<usize>,
     pub resume_max_steps: Option<usize>,
+    pub resume_grad_accum: Option<usize>,
     /// Set (by Ctrl-C) to stop after the current step, saving a checkpoint.
     pub stop: Arc<AtomicBool>,
     /// Stop as if interrupted once this many steps are done (for tests and experiments).
@@ -461,6 +462,9 @@ pub fn run<'a>(
             if let Some(m) = opts.resume_max_steps {
                 state.settings.max_steps = Some(m);
             }
+            if let Some(n) = opts.resume_grad_accum {
+                state.settings.grad_accum = n;
+            }
             state.settings.validate()?;
             let (train, val, data_fingerprint) =
                 loaders_for(data_in, &data, &state.settings, &r.tokenizer)?;
@@ -562,9 +566,16 @@ pub trait Task {
     fn batches_per_epoch(&self) -> usize;
     /// The order in which one epoch visits the training examples.
     fn epoch_order(&self, rng: &mut Rng) -> EpochOrder;
-    /// The training loss of batch `b` of an epoch visiting examples in `order`, and the number
-    /// of tokens the batch holds. Errors come from data read as training goes (token shards).
-    fn batch_loss(&self, order: &EpochOrder, b: usize) -> Result<(Tensor, u64), TrainError>;
+    /// The training loss of `part` of batch `b` of an epoch visiting examples in `order`, and
+    /// the number of tokens that part holds. The loss of a part is weighted so that the losses
+    /// (and so the gradients) of all parts of a batch add up to the loss of the whole batch.
+    /// Errors come from data read as training goes (token shards).
+    fn batch_loss(
+        &self,
+        order: &EpochOrder,
+        b: usize,
+        part: MicroBatch,
+    ) -> Result<(Tensor, u64), TrainError>;
     /// The orders of fresh passes over the training and validation examples, drawn from the
     /// run's generator as iterating a PyTorch loader anew does: how the book's exact runs
     /// (`--book-compat`) pick the batches they evaluate on.
@@ -578,6 +589,42 @@ pub trait Task {
     ) -> Result<Evaluation, TrainError>;
     /// A line to print after each epoch (`Ep N …`), if any.
     fn end_of_epoch(&self, epoch: usize) -> Option<String>;
+}
+
+/// One of `count` equal parts of a training batch: gradient accumulation computes a batch as
+/// several micro-batches whose gradients add up before one optimizer step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MicroBatch {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl MicroBatch {
+    /// The whole batch at once.
+    pub const WHOLE: MicroBatch = MicroBatch { index: 0, count: 1 };
+
+    /// The examples of batch `b` (of `batch_size`, which `count` divides) in `order` that this
+    /// part takes: the `index`-th run of `batch_size / count` consecutive ones.
+    pub fn rows(&self, order: &EpochOrder, b: usize, batch_size: usize) -> Vec<usize> {
+        assert!(
+            self.index < self.count && batch_size.is_multiple_of(self.count),
+            "MicroBatch::rows: part {} of {} of a batch of {batch_size}",
+            self.index,
+            self.count
+        );
+        let per = batch_size / self.count;
+        let start = b * batch_size + self.index * per;
+        order.range(start, start + per)
+    }
+
+    /// A loss that is a mean over this part's examples, weighted as a share of the batch's
+    /// mean (parts of equal size: `1 / count`, exact for powers of two).
+    pub fn share_of_mean(&self, loss: Tensor) -> Tensor {
+        match self.count {
+            1 => loss,
+            n => loss.mul_scalar(1.0 / n as f32),
+        }
+    }
 }
 
 /// The orders an evaluation visits the training and validation examples in.
@@ -607,13 +654,22 @@ impl Task for LanguageModeling<'_> {
         self.train.epoch_order(rng)
     }
 
-    fn batch_loss(&self, order: &EpochOrder, b: usize) -> Result<(Tensor, u64), TrainError> {
-        let batch = self.train.batch(order, b)?;
+    fn batch_loss(
+        &self,
+        order: &EpochOrder,
+        b: usize,
+        part: MicroBatch,
+    ) -> Result<(Tensor, u64), TrainError> {
+        let rows = part.rows(order, b, self.train.batch_size);
+        let batch = self.train.batch_of(&rows)?;
         let loss = self
             .model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets);
-        Ok((loss, (batch.batch * batch.seq_len) as u64))
+        Ok((
+            part.share_of_mean(loss),
+            (batch.batch * batch.seq_len) as u64,
+        ))
     }
 
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
@@ -736,13 +792,22 @@ pub fn train_loop(
             let lr = s.lr_at(state.step, total);
             opt.set_lr(lr);
             opt.zero_grad();
-            let (loss, n_tokens) = task.batch_loss(&state.order, state.batch_in_epoch)?;
-            let lv = loss.item();
-            if !lv.is_finite() {
-                return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+            // the batch in `grad_accum` parts, their gradients adding up in the parameters'
+            // gradients; the step's loss is the sum of the parts' weighted losses
+            let (mut lv, mut n_tokens) = (0.0f32, 0u64);
+            for index in 0..s.grad_accum {
+                let part = MicroBatch {
+                    index,
+                    count: s.grad_accum,
+                };
+                let (loss, n) = task.batch_loss(&state.order, state.batch_in_epoch, part)?;
+                let l = loss.item();
+                if !l.is_finite() {
+                    return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+                }
+                loss.backward();
+                (lv, n_tokens) = (lv + l, n_tokens + n);
             }
-            loss.backward();
-            drop(loss);
             clip_gradients(&params, s.grad_clip)
                 .map_err(|()| non_finite("gradient", state.step + 1, &opts.out_dir))?;
             opt.step();

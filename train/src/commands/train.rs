@@ -85,6 +85,11 @@ pub struct TrainArgs {
     /// Passes over the training windows.
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
+    /// Compute each batch in N equal micro-batches whose gradients add up before one optimizer
+    /// step: the same training (up to float rounding) in the memory of a batch N times smaller.
+    /// Must divide --batch-size. May be changed when resuming [default: 1].
+    #[arg(long, value_name = "N")]
+    pub grad_accum: Option<usize>,
     /// Stop after this many optimizer steps, whatever the epoch [default: no limit].
     #[arg(long, value_name = "N")]
     pub max_steps: Option<usize>,
@@ -239,6 +244,9 @@ pub fn settings_from_args(a: &TrainArgs) -> Result<TrainSettings, TrainError> {
     if a.max_steps.is_some() {
         s.max_steps = a.max_steps;
     }
+    if let Some(n) = a.grad_accum {
+        s.grad_accum = n;
+    }
     if a.save_every.is_some() {
         s.save_every = a.save_every;
     }
@@ -292,7 +300,7 @@ fn check_resume_flags(a: &TrainArgs) -> Result<(), TrainError> {
     ];
     match given.iter().find(|(_, g)| *g) {
         Some((flag, _)) => Err(TrainError(format!(
-            "{flag} cannot change when resuming: the run keeps the settings saved in its checkpoint (only --epochs and --max-steps can be given)"
+            "{flag} cannot change when resuming: the run keeps the settings saved in its checkpoint (only --epochs, --max-steps and --grad-accum can be given)"
         ))),
         None => Ok(()),
     }
@@ -410,6 +418,7 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
         resume: a.resume.clone(),
         resume_epochs: a.epochs.filter(|_| a.resume.is_some()),
         resume_max_steps: a.max_steps.filter(|_| a.resume.is_some()),
+        resume_grad_accum: a.grad_accum.filter(|_| a.resume.is_some()),
         stop,
         stop_at_step: a.stop_at_step,
         min_secs_between_epoch_saves: a.save_minutes.max(0.0) * 60.0,

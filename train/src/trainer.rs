@@ -893,7 +893,7 @@ pub fn train_loop(
 
 /// Scales the gradients of `params` so their global L2 norm is at most `max` (appendix D);
 /// `Err` when the norm is not finite.
-fn clip_gradients(params: &[Tensor], max: Option<f32>) -> Result<(), ()> {
+pub(crate) fn clip_gradients(params: &[Tensor], max: Option<f32>) -> Result<(), ()> {
     let norm = gradient_norm(params);
     if !norm.is_finite() {
         return Err(());

@@ -121,7 +121,9 @@ pub struct Svg {
 
 impl Svg {
     /// A white `w × h` canvas with `title` centred at the top (also the document's `<title>`).
+    /// The canvas is widened if the title needs it.
     pub fn new(w: f64, h: f64, title: &str) -> Svg {
+        let w = w.max(title.chars().count() as f64 * 8.5 + 40.0);
         let t = xml_escape(title);
         let body = format!(
             "<title>{t}</title>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -177,7 +179,7 @@ impl Svg {
             );
             self.text(x + 21.0, yy + 4.0, "start", 0.0, &fmt_tick(t));
         }
-        self.text(x + 7.0, y + h + 16.0, "middle", 0.0, label);
+        self.text(x - 4.0, y + h + 16.0, "start", 0.0, label);
     }
 
     /// The finished document.
@@ -189,6 +191,11 @@ impl Svg {
             h = self.h
         )
     }
+}
+
+/// Room right of a figure for its colour bar and the bar's label.
+fn bar_width(label: &str) -> f64 {
+    (label.chars().count() as f64 * 7.0 + 20.0).max(110.0)
 }
 
 /// Width in pixels of the longest label at 12 px sans-serif (about 7 px a character).
@@ -233,7 +240,7 @@ pub fn heat_map_svg(m: &HeatMap) -> String {
     let top = 50.0;
     let col_h = label_width(m.col_labels) * 0.8 + 20.0; // labels at −50°, below the map
     let (pw, ph) = (cell * cols as f64, cell * rows as f64);
-    let w = (left + pw + 110.0).max(360.0);
+    let w = (left + pw + 20.0 + bar_width(m.value_name)).max(360.0);
     let h = top + ph + col_h + 40.0;
     let mut s = Svg::new(w, h, m.title);
     let vmax = m.vmax.max(1e-12) as f64;
@@ -324,12 +331,12 @@ pub fn heat_map_grid_svg(g: &HeatMapGrid) -> String {
     let size = cell * g.n as f64;
     let gap = 10.0;
     let left = label_width(g.row_names) + 40.0;
-    let top = 60.0;
+    let top = 76.0;
     let (pw, ph) = (
         cols as f64 * (size + gap) - gap,
         rows as f64 * (size + gap) - gap,
     );
-    let w = (left + pw + 110.0).max(360.0);
+    let w = (left + pw + 20.0 + bar_width(g.value_name)).max(360.0);
     let h = top + ph + 50.0;
     let mut s = Svg::new(w, h, g.title);
     for (c, name) in g.col_names.iter().enumerate() {
@@ -427,11 +434,11 @@ pub fn text_grid_svg(g: &TextGrid) -> String {
         .clamp(3, 12);
     let cw = longest as f64 * 7.0 + 8.0;
     let ch = 20.0;
-    let left = label_width(g.row_labels) + 40.0;
+    let left = label_width(g.row_labels).max(g.row_axis.chars().count() as f64 * 6.5) + 20.0;
     let top = 50.0;
     let col_h = label_width(g.col_labels) * 0.8 + 20.0;
     let (pw, ph) = (cw * cols as f64, ch * rows as f64);
-    let w = (left + pw + 110.0).max(360.0);
+    let w = (left + pw + 20.0 + bar_width(g.value_name)).max(360.0);
     let h = top + ph + col_h + 40.0;
     let mut s = Svg::new(w, h, g.title);
     let mut body = String::new();
@@ -469,7 +476,8 @@ pub fn text_grid_svg(g: &TextGrid) -> String {
         );
     }
     s.push(&body);
-    s.text(14.0, top + ph / 2.0, "middle", -90.0, g.row_axis);
+    // few rows leave no room for a rotated label: the row axis names the row labels' column
+    s.text(left - 4.0, top - 8.0, "end", 0.0, g.row_axis);
     s.text(left + pw / 2.0, h - 10.0, "middle", 0.0, g.col_axis);
     s.colour_bar(left + pw + 20.0, top, ph.max(120.0), 0.0, 1.0, g.value_name);
     s.finish()
@@ -500,9 +508,18 @@ pub struct LinePlot<'a> {
 
 /// The SVG of a [`LinePlot`].
 pub fn line_plot_svg(p: &LinePlot) -> String {
-    let (w, h) = (720.0, 420.0);
+    // the legend sits right of the plot, where it hides no data
+    let legend_w = p
+        .series
+        .iter()
+        .map(|s| s.label.chars().count())
+        .max()
+        .unwrap_or(0) as f64
+        * 7.0
+        + 50.0;
+    let (w, h) = (640.0 + legend_w, 420.0);
     let bottom = if p.x_names.is_some() { 110.0 } else { 55.0 };
-    let (left, right, top) = (80.0, 20.0, 40.0);
+    let (left, right, top) = (80.0, legend_w, 40.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let finite = |v: f64, log: bool| v.is_finite() && (!log || v > 0.0);
     let pts = p.series.iter().flat_map(|s| s.points.iter());
@@ -639,8 +656,8 @@ pub fn line_plot_svg(p: &LinePlot) -> String {
                 );
             }
         }
-        let ly = top + 16.0 + 18.0 * k as f64;
-        let lx = left + pw - 210.0;
+        let ly = top + 10.0 + 18.0 * k as f64;
+        let lx = left + pw + 12.0;
         let _ = writeln!(
             lines,
             "<line x1=\"{lx:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/>\

@@ -57,7 +57,7 @@ fn assert_well_formed(doc: &str, what: &str) {
         rest = &rest[end + 1..];
         assert!(!tag.contains('<'), "{what}: '<' inside a tag: {tag}");
         assert!(
-            tag.matches('"').count() % 2 == 0,
+            tag.matches('"').count().is_multiple_of(2),
             "{what}: unbalanced quotes: {tag}"
         );
         if tag.starts_with('!') || tag.starts_with('?') {

@@ -37,10 +37,11 @@ pub struct ContextArgs {
     /// Largest context length for the fused kernel (doubling from --min-t).
     #[arg(long, default_value_t = 4096, value_name = "T")]
     pub max_t: usize,
-    /// Largest context length for the composed ops (they need several T×T buffers per head:
-    /// about 1.6 GB at T = 2048, 6.4 GB at 4096, and 2-4× the fused time); it also stops
-    /// earlier when its predicted peak would exceed half the memory available.
-    #[arg(long, default_value_t = 2048, value_name = "T")]
+    /// Largest context length for the composed ops. They keep several T×T buffers per head
+    /// (GPT-2 small's 12 heads: about 1.3 GB at T = 2048, 5 GB at 4096) and take 3-8× the
+    /// fused time, so they also stop earlier when their predicted peak (the last one × 4 per
+    /// doubling) would exceed half the memory available.
+    #[arg(long, default_value_t = 4096, value_name = "T")]
     pub composed_max_t: usize,
     /// Attention heads (GPT-2 small: 12).
     #[arg(long, default_value_t = 12, value_name = "N")]

@@ -51,7 +51,7 @@ pub fn fmt_tick(v: f64) -> String {
         format!("{}G", trim(v / 1e9))
     } else if a >= 1e6 {
         format!("{}M", trim(v / 1e6))
-    } else if a >= 1e4 {
+    } else if a >= 1e5 {
         format!("{}k", trim(v / 1e3))
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
@@ -568,7 +568,17 @@ pub fn line_plot_svg(p: &LinePlot) -> String {
     let mut s = Svg::new(w, h, p.title);
     let mut body = String::new();
     let yt = if p.log_y {
-        log_ticks(ylo, yhi, if yhi / ylo > 1e3 { 10.0 } else { 2.0 })
+        let decades = log_ticks(ylo, yhi, 10.0);
+        match yhi / ylo {
+            r if r > 1e3 => decades,
+            // 1, 2, 5 times the powers of ten
+            r if r > 10.0 => log_ticks(ylo / 5.0, yhi, 10.0)
+                .iter()
+                .flat_map(|&d| [d, 2.0 * d, 5.0 * d])
+                .filter(|&v| v >= ylo && v <= yhi)
+                .collect(),
+            _ => log_ticks(ylo, yhi, 2.0),
+        }
     } else {
         ticks(ylo, yhi, 6)
     };
@@ -811,6 +821,7 @@ mod tests {
         assert!(balanced(&page) && !page.contains("http"));
         assert_eq!(log_ticks(100.0, 1000.0, 10.0), vec![100.0, 1000.0]);
         assert_eq!(fmt_tick(4096.0), "4096");
-        assert_eq!(fmt_tick(20000.0), "20k");
+        assert_eq!(fmt_tick(16384.0), "16384");
+        assert_eq!(fmt_tick(200000.0), "200k");
     }
 }

@@ -280,7 +280,11 @@ fn num(v: f32) -> serde_json::Value {
 
 fn csv_num(v: f32) -> String {
     if v.is_finite() {
-        format!("{v:.6}")
+        let s = format!("{v:.6}");
+        if s == "-0.000000" {
+            return "0.000000".into();
+        }
+        s
     } else {
         String::new()
     }

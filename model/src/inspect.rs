@@ -374,64 +374,9 @@ mod tests {
     use crate::module::Context;
     use crate::testing::assert_close;
 
-    const THETA: f64 = 0.5;
-    const BETA: f32 = 40.0;
-
-    /// One layer, three heads of size 2, width 6, with weights chosen by hand. The token
-    /// embeddings are 0 and position p is embedded as (cos θp, sin θp, −cos θp, −sin θp, 0, 0):
-    /// mean 0 and variance 1/3 at every position, so `norm1` turns it into √3 times itself.
-    /// Every head's keys are the first two normalised channels, k_j = √3(cos θj, sin θj); the
-    /// queries differ:
-    /// - head 0: q_i = β·R(−θ)·k_i = β√3(cos θ(i−1), sin θ(i−1)), so q_i·k_j = 3β cos θ(i−1−j):
-    ///   largest at j = i − 1, a previous-token head;
-    /// - head 1: q_i = (β, 0) from the bias alone, so q_i·k_j = √3β cos θj: largest at j = 0,
-    ///   a first-token sink;
-    /// - head 2: q_i = β·k_i, so q_i·k_j = 3β cos θ(i−j): largest at j = i, the diagonal.
-    fn hand_made_model() -> GptModel {
-        let cfg = GptConfig {
-            vocab_size: 5,
-            context_length: 8,
-            emb_dim: 6,
-            n_heads: 3,
-            n_layers: 1,
-            drop_rate: 0.0,
-            qkv_bias: true,
-            tie_weights: false,
-        };
-        let model = GptModel::new(&cfg, &Context::new(1)).unwrap();
-        model.tok_emb.weight.copy_from_slice(&[0.0; 30]);
-        let pos: Vec<f32> = (0..8)
-            .flat_map(|p| {
-                let (s, c) = (THETA * p as f64).sin_cos();
-                [c, s, -c, -s, 0.0, 0.0].map(|v| v as f32)
-            })
-            .collect();
-        model.pos_emb.weight.copy_from_slice(&pos);
-        let att = &model.trf_blocks[0].att;
-        // weights are [out, in]: row o of W maps the input to output channel o
-        let (s, c) = (THETA.sin() as f32, THETA.cos() as f32);
-        let mut wq = [0.0f32; 36];
-        // head 0 (out 0, 1) = β·R(−θ)·(in 0, in 1)
-        wq[0] = BETA * c;
-        wq[1] = BETA * s;
-        wq[6] = -BETA * s;
-        wq[7] = BETA * c;
-        // head 2 (out 4, 5) = β·(in 0, in 1)
-        wq[4 * 6] = BETA;
-        wq[5 * 6 + 1] = BETA;
-        att.w_query.weight.copy_from_slice(&wq);
-        let mut bq = [0.0f32; 6];
-        bq[2] = BETA; // head 1: q = (β, 0)
-        att.w_query.bias.as_ref().unwrap().copy_from_slice(&bq);
-        let mut wk = [0.0f32; 36];
-        for h in 0..3 {
-            wk[(2 * h) * 6] = 1.0;
-            wk[(2 * h + 1) * 6 + 1] = 1.0;
-        }
-        att.w_key.weight.copy_from_slice(&wk);
-        att.w_key.bias.as_ref().unwrap().copy_from_slice(&[0.0; 6]);
-        model
-    }
+    use crate::testing::{
+        model_with_known_heads, KNOWN_HEADS_BETA as BETA, KNOWN_HEADS_THETA as THETA,
+    };
 
     /// The hand formula: row i of a head whose scores are `score(i, j)`, softmax over j ≤ i,
     /// with the 1/√HS = 1/√2 scaling.
@@ -445,7 +390,7 @@ mod tests {
 
     #[test]
     fn hand_made_heads_have_the_expected_weights_and_labels() {
-        let model = hand_made_model();
+        let model = model_with_known_heads();
         let t = 7;
         let tr = trace(&model, &[1, 2, 3, 4, 0, 1, 2]);
         let w = attention_weights(&tr);
@@ -563,7 +508,7 @@ mod tests {
 
         // in a model with a learned scale of 2 and shift of 3 in norm1: before the scale every
         // token has mean 0 and std 1; after, mean 3 and std 2
-        let model = hand_made_model();
+        let model = model_with_known_heads();
         let ln = &model.trf_blocks[0].norm1;
         ln.scale.copy_from_slice(&[2.0; 6]);
         ln.shift.copy_from_slice(&[3.0; 6]);

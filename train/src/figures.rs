@@ -307,12 +307,22 @@ pub fn heat_map_svg(m: &HeatMap) -> String {
     s.finish()
 }
 
+/// One map of a [`HeatMapGrid`].
+pub struct SmallMap {
+    /// `n×n` values, row-major.
+    pub values: Vec<f32>,
+    /// Shown on hover.
+    pub caption: String,
+    /// A short label written under the map (empty: none).
+    pub tag: String,
+}
+
 /// Many small heat maps in a grid (attention: rows are layers, columns heads), each `n × n`
 /// with the same colour scale 0..1; hovering a map shows its caption.
 pub struct HeatMapGrid<'a> {
     pub title: &'a str,
-    /// `[row][col]` → (`n×n` values, hover caption).
-    pub maps: &'a [Vec<(Vec<f32>, String)>],
+    /// `[row][col]`.
+    pub maps: &'a [Vec<SmallMap>],
     pub n: usize,
     pub row_names: &'a [String],
     pub col_names: &'a [String],
@@ -329,7 +339,8 @@ pub fn heat_map_grid_svg(g: &HeatMapGrid) -> String {
     let cols = g.maps.first().map_or(0, |r| r.len());
     let cell = (96.0 / g.n.max(1) as f64).clamp(1.5, 12.0);
     let size = cell * g.n as f64;
-    let gap = 10.0;
+    // room under each map for its tag
+    let gap = 22.0;
     let left = label_width(g.row_names) + 40.0;
     let top = 76.0;
     let (pw, ph) = (
@@ -360,8 +371,18 @@ pub fn heat_map_grid_svg(g: &HeatMapGrid) -> String {
             y0 + size / 2.0 + 4.0,
             xml_escape(&g.row_names[r])
         );
-        for (c, (values, caption)) in row.iter().enumerate() {
+        for (c, map) in row.iter().enumerate() {
+            let (values, caption) = (&map.values, &map.caption);
             let x0 = left + c as f64 * (size + gap);
+            if !map.tag.is_empty() {
+                let _ = writeln!(
+                    body,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{}</text>",
+                    x0 + size / 2.0,
+                    y0 + size + 12.0,
+                    xml_escape(&map.tag)
+                );
+            }
             let _ = writeln!(
                 body,
                 "<g><title>{}</title><rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{size:.1}\" height=\"{size:.1}\" fill=\"{MASKED}\" stroke=\"#999\"/>",

@@ -27,7 +27,9 @@ use serde_json::json;
 
 use crate::cli::EXIT_STATUSES;
 use crate::error::{io_error, TrainError};
-use crate::figures::{self, html_table, xml_escape, HeatMap, HeatMapGrid, TextCell, TextGrid};
+use crate::figures::{
+    self, html_table, xml_escape, HeatMap, HeatMapGrid, SmallMap, TextCell, TextGrid,
+};
 use crate::tokenizer::Tokenizer;
 
 /// The thresholds, as the help text and the page state them.
@@ -373,14 +375,21 @@ pub fn attention_section(
     let (nl, nh) = (weights.len(), weights.first().map_or(0, |l| l.len()));
     let mut files = Vec::new();
 
-    let maps: Vec<Vec<(Vec<f32>, String)>> = weights
+    let maps: Vec<Vec<SmallMap>> = weights
         .iter()
         .enumerate()
         .map(|(l, heads)| {
             heads
                 .iter()
                 .enumerate()
-                .map(|(h, w)| (w.clone(), head_caption(&stats[l * nh + h])))
+                .map(|(h, w)| {
+                    let s = &stats[l * nh + h];
+                    SmallMap {
+                        values: w.clone(),
+                        caption: head_caption(s),
+                        tag: s.kind.map_or(String::new(), |k| k.name().into()),
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -775,6 +784,40 @@ mod tests {
             let ids = gpt2.encode(" effort");
             assert_eq!(token_label(&gpt2, ids[0]), "␣effort");
         }
+    }
+
+    #[test]
+    fn known_heads_are_labelled_on_the_grid_the_table_and_the_csv() {
+        // model::testing's hand-made heads: previous-token, first-token sink, diagonal
+        let model = model::testing::model_with_known_heads();
+        let tok = Tokenizer::bytes(); // labels only; the model's 5 ids are bytes 0..4
+        let ids = [1, 2, 3, 4, 0, 1, 2];
+        let s = attention_section(&model, &tok, &ids, "test", ShownHeads::Labelled);
+        let file = |name: &str| &s.files.iter().find(|(n, _)| n == name).unwrap().1;
+        let csv = file("attention-heads.csv");
+        let labels: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap())
+            .collect();
+        assert_eq!(
+            labels,
+            ["previous-token", "first-token sink", "diagonal (self)"]
+        );
+        let grid = file("attention-grid.svg");
+        for tag in ["previous-token", "first-token sink", "diagonal (self)"] {
+            assert!(
+                grid.contains(&format!(">{tag}</text>")),
+                "{tag} under its map"
+            );
+        }
+        // 3 small maps of 7·8/2 visible cells (other rects: the background, the 3 maps' grey
+        // frames, the colour bar's 40 steps and its outline); all three heads are labelled, so
+        // all three large maps are on the page, each cell with its value on hover
+        assert_eq!(grid.matches("<rect").count() - 1 - 3 - 40 - 1, 3 * 28);
+        assert_eq!(s.html.matches("<title>query").count(), 3 * 28);
+        assert!(s.html.contains("<td>previous-token</td>"));
+        assert!(s.html.contains("\\x01"), "control bytes shown as \\xNN");
     }
 
     #[test]

@@ -545,7 +545,19 @@ pub fn run<'a>(
         started: start_time,
         save: Box::new(|opt, state| checkpoint::save(&opts.out_dir, &model, &tok, opt, state)),
     };
-    train_loop(&task, &mut session, opts)
+    let summary = train_loop(&task, &mut session, opts)?;
+    // the run's report page (crate::report): loss, samples, attention on the start context
+    if let Err(e) = crate::report::write_run_report(
+        &opts.out_dir,
+        &model,
+        &tok,
+        &task.start_context,
+        &summary.history,
+        &session.title,
+    ) {
+        eprintln!("warning: the run's report page was not written: {e}");
+    }
+    Ok(summary)
 }
 
 /// One evaluation point's measurements: mean losses over a few batches of training and
@@ -862,6 +874,13 @@ pub fn train_loop(
             ctx.eval();
             if let Some(line) = task.end_of_epoch(state.epoch + 1) {
                 rep.line(&line);
+                // kept for the run's report page (crate::report)
+                crate::report::record_epoch_line(
+                    &opts.out_dir,
+                    state.epoch + 1,
+                    state.step,
+                    &line,
+                )?;
             }
             state.epoch += 1;
             state.batch_in_epoch = 0;

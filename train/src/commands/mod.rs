@@ -5,6 +5,7 @@ pub mod classify;
 pub mod eval;
 pub mod finetune;
 pub mod generate;
+pub mod inspect;
 pub mod instruct;
 pub mod merge_lora;
 pub mod train;

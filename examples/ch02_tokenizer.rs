@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let windows = TokenWindows::new(enc, 4, 4)?;
-    let (x, y) = windows.get(0);
+    let (x, y) = windows.window(0)?;
     println!(
         "     first window: inputs {x:?}, targets {y:?} ({} windows of 4 with stride 4)",
         windows.len()

@@ -39,15 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     model.eval();
     let n = usize::MAX;
-    let train_loss = evaluate(&model, &train_loader, n);
-    let val_loss = evaluate(&model, &val_loader, n);
+    let train_loss = evaluate(&model, &train_loader, n)?;
+    let val_loss = evaluate(&model, &val_loader, n)?;
     println!(
         "     training loss {train_loss:.4}, validation loss {val_loss:.4} (ln 50257 = {:.4})",
         50257f32.ln()
     );
     let logits = {
         let _g = no_grad();
-        let b = train_loader.batch(&(0..train_loader.data.len()).collect::<Vec<_>>(), 0);
+        let b = train_loader.batch(&train_loader.in_order(), 0)?;
         cross_entropy(&model.forward(&b.inputs, b.batch), &b.targets)
     };
     println!(

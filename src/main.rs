@@ -1,5 +1,10 @@
 //! The `scratchgpt` command. All the work is in `train::cli`.
 
+/// Counts live heap bytes and their peak (two relaxed atomic additions per allocation), so
+/// `scratchgpt bench context` measures what attention allocates.
+#[global_allocator]
+static ALLOC: tensor::alloc_counter::CountingAllocator = tensor::alloc_counter::CountingAllocator;
+
 fn main() {
     // Rust ignores SIGPIPE, so printing into a closed pipe (`scratchgpt … | head`) would panic
     // in `println!`. Restore the default: the process ends quietly, as other command-line
@@ -11,6 +16,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     tune_allocator();
+    tensor::alloc_counter::mark_installed();
     std::process::exit(train::cli::main_with_args(std::env::args_os()));
 }
 

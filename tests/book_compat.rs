@@ -59,8 +59,8 @@ fn chapter_5_initial_losses_match_the_book() {
     };
     let (train, val) = make_loaders(&text, "the-verdict.txt", &settings, &tok).unwrap();
     let model = gpt2_small(256);
-    let train_loss = evaluate(&model, &train, usize::MAX);
-    let val_loss = evaluate(&model, &val, usize::MAX);
+    let train_loss = evaluate(&model, &train, usize::MAX).unwrap();
+    let val_loss = evaluate(&model, &val, usize::MAX).unwrap();
     // Book 5.1.3: Training loss: 10.98758347829183, Validation loss: 10.98110580444336
     assert!(
         (train_loss - 10.9876).abs() < 1e-3,

@@ -122,7 +122,7 @@ fn bad_training_inputs_give_one_clear_line_and_write_nothing() {
             vec!["--data".into(), p(&dir.join("missing.txt"))],
             "missing.txt",
         ),
-        (vec!["--data".into(), p(&dir)], "is a directory"),
+        (vec!["--data".into(), p(&dir)], "no token shards here"),
         (
             vec!["--data".into(), p(&empty)],
             "empty.txt: the file is empty",

@@ -454,6 +454,10 @@ fn bad_classification_data_gives_one_line_naming_the_file_and_row() {
     // LoRA flags: a rank of 0, a bad alpha or scaling, and --trainable beside --lora
     for (flags, needle) in [
         (&["--lora", "0"][..], "--lora: the rank must be at least 1"),
+        (
+            &["--grad-accum", "3"],
+            "--grad-accum 3 must be at least 1 and divide",
+        ),
         (&["--lora", "4", "--lora-alpha", "-2"], "--lora-alpha"),
         (
             &["--lora", "4", "--lora-scaling", "rank"],

@@ -335,6 +335,58 @@ fn files_and_endoftext_documents_bytes_and_a_learned_bpe() {
 }
 
 #[test]
+fn train_and_eval_read_what_tokenize_wrote() {
+    let dir = tmp("train");
+    let a = dir.join("a.txt");
+    std::fs::write(&a, odd_text(200, 8)).unwrap();
+    for tokenizer in ["bytes", "bpe:300"] {
+        let tokens = dir.join(format!("tokens-{tokenizer}"));
+        assert_ok(&run(&[
+            "tokenize",
+            "--data",
+            s(&a),
+            "--out",
+            s(&tokens),
+            "--tokenizer",
+            tokenizer,
+            "--documents",
+            "blank-lines",
+            "--val-fraction",
+            "0.2",
+            "--shard-tokens",
+            "2000",
+        ]));
+        let run_dir = dir.join(format!("run-{tokenizer}"));
+        assert_ok(&run(&[
+            "train",
+            "--data",
+            s(&tokens),
+            "--out",
+            s(&run_dir),
+            "--max-steps",
+            "2",
+            "--context-length",
+            "32",
+            "--emb-dim",
+            "32",
+            "--n-heads",
+            "2",
+            "--n-layers",
+            "1",
+            "--batch-size",
+            "4",
+            "--eval-iter",
+            "2",
+            "--quiet",
+        ]));
+        let e = run(&["eval", "--checkpoint", s(&run_dir), "--data", s(&tokens)]);
+        assert_ok(&e);
+        assert!(String::from_utf8_lossy(&e.stdout).starts_with("loss "));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn out_directory_rules_and_force() {
     let dir = tmp("force");
     let a = dir.join("a.txt");

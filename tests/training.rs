@@ -245,3 +245,65 @@ fn disk_full_on_save_is_reported_and_the_previous_checkpoint_kept() {
     let _ = std::fs::remove_file(&trap);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// Every weight of a checkpoint, in file order.
+fn checkpoint_weights(ckpt: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(ckpt.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| {
+            st.tensor(n)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn gradient_accumulation_trains_the_same_model_as_the_whole_batch() {
+    let text = train::corpus::DEFAULT_CORPUS;
+    let settings = |grad_accum| TrainSettings {
+        dropout: 0.0, // micro-batches draw their dropout masks separately
+        batch_size: 8,
+        max_steps: Some(10),
+        grad_accum,
+        ..small_settings()
+    };
+    let whole = run(text, settings(1), &opts(&tmp("accum-1"))).unwrap();
+    let w1 = checkpoint_weights(&whole.checkpoint);
+    for n in [2, 4, 8] {
+        let r = run(text, settings(n), &opts(&tmp(&format!("accum-{n}")))).unwrap();
+        let wn = checkpoint_weights(&r.checkpoint);
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for (a, b) in wn.iter().zip(&w1) {
+            diff += ((a - b) as f64).powi(2);
+            norm += (*b as f64).powi(2);
+        }
+        let rel = (diff / norm).sqrt();
+        assert!(
+            rel < 1e-6,
+            "--grad-accum {n}: weights differ by {rel:e} (relative L2)"
+        );
+        for (a, b) in r.step_losses.iter().zip(&whole.step_losses) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "--grad-accum {n}: loss {a} vs {b}"
+            );
+        }
+        eprintln!("--grad-accum {n}: relative L2 difference of the weights after 10 steps {rel:e}; bit-identical: {}", wn == w1);
+    }
+    // a part count that does not divide the batch is refused
+    let err = run(text, settings(3), &opts(&tmp("accum-3")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--grad-accum 3") && err.contains("divide"),
+        "{err}"
+    );
+}

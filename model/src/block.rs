@@ -57,6 +57,28 @@ impl TransformerBlock {
             .add(shortcut)
     }
 
+    /// [`TransformerBlock::forward`] that also keeps what happens inside (dropout must be off:
+    /// `model.eval()`): the inputs and outputs of both layer norms and the attention weights.
+    /// The same ops as `forward`, so the output is bit for bit the same (tested).
+    pub fn forward_traced(&self, x: &Tensor) -> (Tensor, BlockTrace) {
+        let norm1_out = self.norm1.forward(x);
+        let (h, attn_weights) = self.att.forward_with_weights(&norm1_out);
+        let mid = self.drop_shortcut.forward(&h).add(x);
+        let norm2_out = self.norm2.forward(&mid);
+        let out = self
+            .drop_shortcut
+            .forward(&self.ff.forward(&norm2_out))
+            .add(&mid);
+        let trace = BlockTrace {
+            norm1_in: x.clone(),
+            norm1_out,
+            attn_weights,
+            norm2_in: mid,
+            norm2_out,
+        };
+        (out, trace)
+    }
+
     /// The same block built only from composed (textbook) ops: for teaching and for the test
     /// that fused and composed paths agree.
     pub fn forward_composed(&self, x: &Tensor) -> Tensor {
@@ -81,6 +103,18 @@ impl TransformerBlock {
         let x = h.add(x);
         self.ff.forward(&self.norm2.forward(&x)).add(&x)
     }
+}
+
+/// What one block computed inside, for inspection ([`TransformerBlock::forward_traced`]).
+pub struct BlockTrace {
+    /// The residual stream entering the block `[B, T, C]`, i.e. `norm1`'s input.
+    pub norm1_in: Tensor,
+    pub norm1_out: Tensor,
+    /// Attention weights `[B, NH, T, T]`.
+    pub attn_weights: Tensor,
+    /// The residual stream after the attention shortcut, `norm2`'s input.
+    pub norm2_in: Tensor,
+    pub norm2_out: Tensor,
 }
 
 impl Module for TransformerBlock {
@@ -124,5 +158,9 @@ mod tests {
         assert_close(&a, &b, 1e-5);
         ctx.eval();
         assert_layer_gradients(&block, &x, |x| block.forward(x));
+        let (traced, t) = block.forward_traced(&x);
+        assert_eq!(traced.to_vec(), block.forward(&x).to_vec());
+        assert_eq!(t.attn_weights.shape(), &[2, 2, 6, 6]);
+        assert_eq!(t.norm2_out.shape(), &[2, 6, 8]);
     }
 }

@@ -70,7 +70,7 @@ impl GptModel {
     }
 
     #[track_caller]
-    fn embed(&self, ids: &[usize], batch: usize, start: usize) -> Tensor {
+    pub(crate) fn embed(&self, ids: &[usize], batch: usize, start: usize) -> Tensor {
         assert!(
             batch > 0 && ids.len().is_multiple_of(batch),
             "GptModel: {} ids do not split into {batch} rows",

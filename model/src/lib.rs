@@ -18,6 +18,7 @@
 //! | 5.1 | the loss: cross-entropy, perplexity | [`loss`] |
 //! | 6 | classification fine-tuning: a new head, pooling, frozen layers | [`classifier`] |
 //! | appendix E | LoRA: low-rank adapters on every linear layer, merging | [`lora`] |
+//! | 3.5, 4.2, 4.6 | inside the model: attention weights, the logit lens, layer-norm statistics | [`inspect`] |
 //! | 5.5 | GPT-2 weights (`.safetensors`, Hugging Face names) | [`weights`] |
 
 pub mod attention;
@@ -30,6 +31,7 @@ pub mod feed_forward;
 pub mod gelu;
 pub mod generate;
 pub mod gpt;
+pub mod inspect;
 pub mod layer_norm;
 pub mod linear;
 pub mod lora;

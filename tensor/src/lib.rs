@@ -21,6 +21,8 @@
 //! 5. **Optimizers** ([`optim`]): SGD and AdamW update the parameters from their gradients.
 //! 6. **Checking** ([`testing::gradcheck`]): every op's backward is tested against finite
 //!    differences.
+//! 7. **Measuring** ([`alloc_counter`]): an optional global allocator that counts live heap
+//!    bytes and their peak, for measuring what an op really allocates.
 //!
 //! ```
 //! use scratchgpt_tensor::Tensor;
@@ -43,6 +45,7 @@
 //! element-wise and row-wise loops go parallel on `rayon` only above a size threshold
 //! (`kernels/parallel.rs`), in pieces that make results independent of the thread count.
 
+pub mod alloc_counter;
 pub mod autograd;
 pub mod kernels;
 mod layout;

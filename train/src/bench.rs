@@ -13,6 +13,9 @@ use tensor::kernels::gemm::{gemm, MatRef};
 use tensor::kernels::peak;
 use tensor::{AdamW, Optimizer, Rng, Tensor};
 
+use crate::data::{DataLoader, TokenWindows};
+use crate::settings::TrainSettings;
+
 /// The three training-step configurations of the performance targets, as (label, config,
 /// batch size): tiny (vocab 256, context 128, width 128, 4 heads, 4 layers, batch 16), small
 /// (vocab 50,257, context 256, width 256, 4 heads, 4 layers, batch 8) and GPT-2 small at
@@ -139,12 +142,21 @@ pub fn run_bench() {
             opt.step();
         };
         step(); // warm up
-        let secs = best_of(reps, step);
+        let secs = best_of(reps, &mut step);
         println!(
             "{label:<44} {:>10.1}ms {:>9.0} tokens/s",
             secs * 1e3,
             n as f64 / secs
         );
+        if cfg.vocab_size == 256 {
+            let own = loop_overhead(&model, &cfg, batch);
+            println!(
+                "{:<44} {:>10.2}ms ({:.1}% of the tiny step)",
+                "training loop's own work per tiny step",
+                own * 1e3,
+                100.0 * own / secs
+            );
+        }
     }
 
     let model = GptModel::new(
@@ -187,6 +199,29 @@ pub fn run_bench() {
         bandwidth,
     );
     bench_finetune_steps();
+}
+
+/// What `scratchgpt train` does per step besides the model's forward, backward and AdamW step
+/// (which the row above times): cut the batch's windows out of the data in a shuffled order,
+/// compute the gradients' global norm and clip them, and look up the learning rate. Best of
+/// 20, in seconds; `model` must hold gradients.
+fn loop_overhead(model: &GptModel, cfg: &GptConfig, batch: usize) -> f64 {
+    let mut rng = Rng::seed(2);
+    let t = cfg.context_length;
+    let ids: Vec<usize> = (0..200 * batch * t).map(|_| rng.below(cfg.vocab_size)).collect();
+    let windows = TokenWindows::new(ids, t, t).expect("enough tokens");
+    let loader = DataLoader::new(windows, batch, true, true);
+    let order = loader.epoch_order(&mut rng);
+    let params = model.parameters();
+    let settings = TrainSettings::preset("quickstart").expect("preset exists");
+    let mut b = 0;
+    best_of(20, || {
+        let x = loader.batch(&order, b % loader.num_batches()).expect("in memory");
+        std::hint::black_box(&x);
+        let _ = crate::trainer::clip_gradients(&params, Some(1.0));
+        std::hint::black_box(settings.lr_at(b, 1000));
+        b += 1;
+    })
 }
 
 /// What trains in [`FinetuneStep`]: the three fine-tuning strategies of issue #13.

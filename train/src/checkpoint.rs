@@ -52,8 +52,9 @@ pub struct TrainerState {
     /// The epoch in progress (0-based) and how many of its batches are done.
     pub epoch: usize,
     pub batch_in_epoch: usize,
-    /// The order this epoch visits the training windows in.
-    pub order: Vec<usize>,
+    /// The order this epoch visits the training windows in (a list, or a permutation's key
+    /// for token shards; older checkpoints hold a list).
+    pub order: crate::data::EpochOrder,
     /// The run generator's state (dropout masks, shuffling).
     pub rng: Vec<u64>,
     pub tokens_seen: u64,

@@ -25,9 +25,10 @@ use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use tensor::{no_grad, Rng, Tensor};
 
+use crate::data::EpochOrder;
 use crate::error::{io_error, TrainError};
 use crate::tokenizer::Tokenizer;
-use crate::trainer::{EvalOrders, Evaluation, Task};
+use crate::trainer::{EvalOrders, Evaluation, MicroBatch, Task};
 
 /// The classifier's own files in a checkpoint directory, beside the GPT's `config.json` and
 /// `model.safetensors` (names no Hugging Face file uses).
@@ -331,15 +332,20 @@ impl Task for Classification<'_> {
         self.train.len() / self.batch_size // drop_last
     }
 
-    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
-        rng.epoch_permutation(self.train.len(), true)
+    fn epoch_order(&self, rng: &mut Rng) -> EpochOrder {
+        EpochOrder::Listed(rng.epoch_permutation(self.train.len(), true))
     }
 
-    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64) {
-        let rows = &order[b * self.batch_size..(b + 1) * self.batch_size];
-        let (ids, lengths, classes) = self.train.batch(rows);
+    fn batch_loss(
+        &self,
+        order: &EpochOrder,
+        b: usize,
+        part: MicroBatch,
+    ) -> Result<(Tensor, u64), TrainError> {
+        let rows = part.rows(order, b, self.batch_size);
+        let (ids, lengths, classes) = self.train.batch(&rows);
         let loss = self.model.forward(&ids, &lengths).cross_entropy(&classes);
-        (loss, ids.len() as u64)
+        Ok((part.share_of_mean(loss), ids.len() as u64))
     }
 
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
@@ -350,7 +356,11 @@ impl Task for Classification<'_> {
         EvalOrders { train, val }
     }
 
-    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation {
+    fn evaluate(
+        &self,
+        eval_iter: usize,
+        orders: Option<&EvalOrders>,
+    ) -> Result<Evaluation, TrainError> {
         let in_file_order = |n: usize| (0..n).collect::<Vec<_>>();
         let (train_order, val_order) = match orders {
             Some(o) => (o.train.clone(), o.val.clone()),
@@ -373,12 +383,12 @@ impl Task for Classification<'_> {
             &val_order,
             Some(eval_iter),
         );
-        Evaluation {
+        Ok(Evaluation {
             train_loss,
             val_loss,
             train_accuracy: Some(train_acc),
             val_accuracy: Some(val_acc),
-        }
+        })
     }
 
     fn end_of_epoch(&self, epoch: usize) -> Option<String> {

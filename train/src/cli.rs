@@ -15,10 +15,12 @@ use crate::commands::classify::{self, ClassifyArgs};
 use crate::commands::eval::{eval_command, EvalArgs};
 use crate::commands::finetune::{self, FinetuneCommand};
 use crate::commands::generate::{generate_command, GenerateArgs};
+use crate::commands::inspect::{inspect_command, InspectCommand};
 use crate::commands::instruct::{self, ChatArgs};
 use crate::commands::merge_lora::{merge_lora_command, MergeLoraArgs};
 use crate::commands::tokenize::{tokenize_command, TokenizeArgs};
 use crate::commands::train::{preset_defaults, train_command, TrainArgs, PRESET_FLAGS};
+use crate::context_bench::{run_context_bench, ContextArgs};
 use crate::error::{io_error, TrainError};
 
 /// Largest training file read (a guard against pointing --data at a disk image).
@@ -70,9 +72,30 @@ pub enum Command {
     /// it in bounded memory on all cores; or check such a directory with --verify.
     #[command(after_help = EXIT_STATUSES)]
     Tokenize(TokenizeArgs),
+    /// See inside a model for one prompt: attention maps, the logit lens, layer-norm
+    /// statistics, as SVG figures, CSV/JSON numbers and one self-contained index.html.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
     /// Measure this machine: FMA peak, SGEMM, training steps, generation against the memory
-    /// bandwidth (under a minute).
-    Bench,
+    /// bandwidth (under a minute); `bench context`: attention's cost against context length.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: Option<BenchCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Attention's time and measured peak memory against the context length T (fused kernel
+    /// and composed ops, forward + backward, fitted exponents), and where attention's FLOPs
+    /// overtake the rest of a GPT-2 small layer; writes the table, log-log plots and
+    /// index.html.
+    #[command(after_help = EXIT_STATUSES)]
+    Context(ContextArgs),
 }
 
 /// The command-line definition, with the preset defaults added to the help of `train`.
@@ -182,7 +205,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Command::Chat(a) => instruct::chat_command(a),
         Command::MergeLora(a) => merge_lora_command(a),
         Command::Tokenize(a) => tokenize_command(a),
-        Command::Bench => {
+        Command::Inspect(c) => inspect_command(c),
+        Command::Bench(BenchArgs {
+            what: Some(BenchCommand::Context(a)),
+        }) => run_context_bench(a),
+        Command::Bench(BenchArgs { what: None }) => {
             crate::bench::run_bench();
             Ok(0)
         }

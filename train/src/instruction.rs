@@ -29,9 +29,10 @@ use model::GptModel;
 use serde::{Deserialize, Serialize};
 use tensor::{no_grad, Rng, Tensor};
 
+use crate::data::EpochOrder;
 use crate::error::{io_error, TrainError};
 use crate::tokenizer::Tokenizer;
-use crate::trainer::{EvalOrders, Evaluation, Task};
+use crate::trainer::{EvalOrders, Evaluation, MicroBatch, Task};
 
 /// One entry of an instruction data set (the book's `instruction-data.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -267,14 +268,28 @@ impl Task for InstructionTuning<'_> {
         self.train.len() / self.batch_size
     }
 
-    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
-        rng.epoch_permutation(self.train.len(), true)
+    fn epoch_order(&self, rng: &mut Rng) -> EpochOrder {
+        EpochOrder::Listed(rng.epoch_permutation(self.train.len(), true))
     }
 
-    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64) {
-        let rows = &order[b * self.batch_size..(b + 1) * self.batch_size];
-        let c = self.batch(&self.train, rows);
-        (self.loss(&c), c.inputs.len() as u64)
+    fn batch_loss(
+        &self,
+        order: &EpochOrder,
+        b: usize,
+        part: MicroBatch,
+    ) -> Result<(Tensor, u64), TrainError> {
+        let rows = part.rows(order, b, self.batch_size);
+        let c = self.batch(&self.train, &rows);
+        let loss = self.loss(&c);
+        if part.count == 1 {
+            return Ok((loss, c.inputs.len() as u64));
+        }
+        // the batch's loss is a mean over its scored (not ignored) targets, which parts hold in
+        // different numbers: weight each part by its share of them
+        let scored = |c: &Collated| c.targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+        let whole = order.range(b * self.batch_size, (b + 1) * self.batch_size);
+        let share = scored(&c) as f32 / scored(&self.batch(&self.train, &whole)).max(1) as f32;
+        Ok((loss.mul_scalar(share), c.inputs.len() as u64))
     }
 
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
@@ -283,17 +298,21 @@ impl Task for InstructionTuning<'_> {
         EvalOrders { train, val }
     }
 
-    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation {
+    fn evaluate(
+        &self,
+        eval_iter: usize,
+        orders: Option<&EvalOrders>,
+    ) -> Result<Evaluation, TrainError> {
         let in_order = |n: usize| (0..n).collect::<Vec<_>>();
         let (t, v) = match orders {
             Some(o) => (o.train.clone(), o.val.clone()),
             None => (in_order(self.train.len()), in_order(self.val.len())),
         };
-        Evaluation {
+        Ok(Evaluation {
             train_loss: self.mean_loss(&self.train, &t, eval_iter),
             val_loss: self.mean_loss(&self.val, &v, eval_iter),
             ..Evaluation::default()
-        }
+        })
     }
 
     fn end_of_epoch(&self, epoch: usize) -> Option<String> {
@@ -414,5 +433,60 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         }
         let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn micro_batch_losses_add_up_to_the_batch_loss_whatever_their_lengths() {
+        use crate::data::EpochOrder;
+        use crate::trainer::{MicroBatch, Task};
+        use model::{Context, GptConfig};
+        let cfg = GptConfig {
+            vocab_size: 257,
+            context_length: 64,
+            emb_dim: 16,
+            n_heads: 2,
+            n_layers: 1,
+            drop_rate: 0.0,
+            ..GptConfig::gpt2_small()
+        };
+        let model = GptModel::new(&cfg, &Context::new(3)).unwrap();
+        let tok = Tokenizer::bytes();
+        // entries of very different lengths, so the parts score different numbers of targets
+        let set: Vec<Encoded> = [3usize, 40, 7, 25, 1, 12, 30, 5]
+            .iter()
+            .map(|&n| Encoded {
+                ids: (0..n + 4).map(|i| (i * 7 + n) % 256).collect(),
+                prompt_len: 2,
+            })
+            .collect();
+        let task = InstructionTuning {
+            model: &model,
+            tokenizer: &tok,
+            train: set.clone(),
+            val: set,
+            batch_size: 8,
+            pad: 256,
+            max_length: 64,
+            mask_prompt: true,
+            sample_prompt: String::new(),
+        };
+        let order = EpochOrder::Listed(vec![4, 1, 7, 0, 3, 6, 2, 5]);
+        let whole = task
+            .batch_loss(&order, 0, MicroBatch::WHOLE)
+            .unwrap()
+            .0
+            .item();
+        for count in [2, 4, 8] {
+            let sum: f32 = (0..count)
+                .map(|index| {
+                    let part = MicroBatch { index, count };
+                    task.batch_loss(&order, 0, part).unwrap().0.item()
+                })
+                .sum();
+            assert!(
+                (sum - whole).abs() < 1e-5 * whole,
+                "{count} parts: {sum} vs {whole}"
+            );
+        }
     }
 }

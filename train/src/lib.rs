@@ -16,6 +16,10 @@
 //! | — | GPT-2 by name from the Hugging Face cache or hub | [`hub`] |
 //! | — | run directories: runs never overwrite each other | [`run_dir`] |
 //! | — | metrics and the loss plot | [`metrics`] |
+//! | — | SVG figures and self-contained HTML pages | [`figures`] |
+//! | 3, 4.2, 4.6 | seeing inside: attention maps, logit lens, layer-norm statistics (`inspect`) | [`commands::inspect`] |
+//! | 3 | attention's time and memory against the context length (`bench context`) | [`context_bench`] |
+//! | 5.2 | the run's report page (`index.html`: loss, samples, attention) | [`report`] |
 //! | — | the `scratchgpt` command line | [`cli`] |
 
 pub mod bench;
@@ -23,17 +27,21 @@ pub mod checkpoint;
 pub mod classification;
 pub mod cli;
 pub mod commands;
+pub mod context_bench;
 pub mod corpus;
 pub mod data;
 pub mod error;
+pub mod figures;
 pub mod hub;
 pub mod instruction;
 pub mod lora;
 pub mod memory;
 pub mod metrics;
+pub mod report;
 pub mod run_dir;
 pub mod settings;
 pub mod shards;
+pub mod token_data;
 pub mod tokenize;
 pub mod tokenizer;
 pub mod trainer;

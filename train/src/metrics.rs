@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::figures;
+
 /// One evaluation point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricRecord {
@@ -75,35 +77,6 @@ pub fn to_csv(records: &[MetricRecord]) -> String {
     s
 }
 
-/// "Nice" tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten.
-fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    let span = (hi - lo).max(1e-9);
-    let raw = span / target as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|&s| s >= raw)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() * step;
-    (0..)
-        .map(|i| first + i as f64 * step)
-        .take_while(|&v| v <= hi + 1e-9)
-        .collect()
-}
-
-fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v.abs() >= 1e3 {
-        format!("{:.0}k", v / 1e3)
-    } else if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
 /// One line of a chart: its legend and the value it takes from each record (NaN: no point).
 type Series = (&'static str, fn(&MetricRecord) -> f64);
 
@@ -138,109 +111,35 @@ pub fn accuracy_plot_svg(records: &[MetricRecord], title: &str) -> String {
     )
 }
 
-/// Two lines (training, validation) against tokens seen.
+/// Two lines (training, validation) against tokens seen ([`crate::figures::line_plot_svg`]).
 fn line_plot_svg(
     records: &[MetricRecord],
     title: &str,
     y_label: &str,
     series: [Series; 2],
 ) -> String {
-    let (w, h) = (720.0, 420.0);
-    let (left, right, top, bottom) = (70.0, 20.0, 40.0, 55.0);
-    let pw = w - left - right;
-    let ph = h - top - bottom;
-    let xs: Vec<f64> = records.iter().map(|r| r.tokens_seen as f64).collect();
-    let losses = records
+    let lines: Vec<figures::Series> = series
         .iter()
-        .flat_map(|r| [series[0].1(r), series[1].1(r)])
-        .filter(|v| v.is_finite());
-    let (mut ymin, mut ymax) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    if !ymin.is_finite() {
-        (ymin, ymax) = (0.0, 1.0);
-    }
-    let ymin = (ymin - 0.05 * (ymax - ymin).max(0.1)).max(0.0);
-    let ymax = ymax + 0.05 * (ymax - ymin).max(0.1);
-    let xmax = xs.iter().cloned().fold(1.0, f64::max);
-    let px = |x: f64| left + pw * x / xmax;
-    let py = |y: f64| top + ph * (1.0 - (y - ymin) / (ymax - ymin));
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
-        w / 2.0,
-        xml_escape(title)
-    );
-    for t in ticks(ymin, ymax, 6) {
-        let y = py(t);
-        s += &format!(
-            "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n",
-            left + pw
-        );
-        s += &format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
-            left - 6.0,
-            y + 4.0,
-            fmt_tick(t)
-        );
-    }
-    for t in ticks(0.0, xmax, 6) {
-        let x = px(t);
-        s += &format!(
-            "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#eee\"/>\n",
-            top + ph
-        );
-        s += &format!(
-            "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            top + ph + 18.0,
-            fmt_tick(t)
-        );
-    }
-    s += &format!(
-        "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>\n\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">Tokens seen</text>\n\
-         <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{y_label}</text>\n",
-        left + pw / 2.0,
-        h - 12.0,
-        top + ph / 2.0,
-        top + ph / 2.0
-    );
-    for (pick, color, dash) in [
-        (0, "#1f77b4", ""),
-        (1, "#ff7f0e", " stroke-dasharray=\"6 4\""),
-    ] {
-        let (label, value) = series[pick];
-        let points: Vec<String> = records
-            .iter()
-            .filter_map(|r| {
-                let y = value(r);
-                y.is_finite()
-                    .then(|| format!("{:.1},{:.1}", px(r.tokens_seen as f64), py(y)))
-            })
-            .collect();
-        s += &format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
-            points.join(" ")
-        );
-        let ly = top + 16.0 + 18.0 * pick as f64;
-        s += &format!(
-            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\
-             <text x=\"{}\" y=\"{}\">{label}</text>\n",
-            left + pw - 150.0,
-            left + pw - 120.0,
-            left + pw - 114.0,
-            ly + 4.0
-        );
-    }
-    s += "</svg>\n";
-    s
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+        .enumerate()
+        .map(|(k, (label, value))| figures::Series {
+            label: label.to_string(),
+            points: records
+                .iter()
+                .map(|r| (r.tokens_seen as f64, value(r)))
+                .collect(),
+            dashed: k == 1,
+        })
+        .collect();
+    figures::line_plot_svg(&figures::LinePlot {
+        title,
+        x_label: "Tokens seen",
+        y_label,
+        series: &lines,
+        log_x: false,
+        log_y: false,
+        dots: records.len() <= 200,
+        x_names: None,
+    })
 }
 
 #[cfg(test)]
@@ -275,6 +174,9 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("a &lt;test&gt;"));
-        assert_eq!(ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!(
+            figures::ticks(0.0, 10.0, 5),
+            vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+        );
     }
 }

@@ -84,6 +84,15 @@ pub struct TrainSettings {
     /// reproduces the book's numbers.
     #[serde(default)]
     pub book_compat: bool,
+    /// Micro-batches per optimizer step: the batch of `batch_size` windows is computed in this
+    /// many equal parts whose gradients add up before the step (gradient accumulation), so a
+    /// large batch fits in the memory of a small one.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Names of the training presets, for help texts.
@@ -137,6 +146,7 @@ impl TrainSettings {
             start_context: "Every effort moves you".into(),
             sample_tokens: 50,
             book_compat: false,
+            grad_accum: 1,
         };
         match name {
             "quickstart" => Ok(quick),
@@ -219,6 +229,15 @@ impl TrainSettings {
         }
         if self.epochs == 0 {
             return Err("--epochs must be at least 1".into());
+        }
+        if self.grad_accum == 0 || !self.batch_size.is_multiple_of(self.grad_accum) {
+            return Err(format!(
+                "--grad-accum {} must be at least 1 and divide --batch-size {} (the batch is split into that many equal micro-batches)",
+                self.grad_accum, self.batch_size
+            ));
+        }
+        if self.grad_accum > 1 && self.book_compat {
+            return Err("--grad-accum cannot be used with --book-compat: the book takes one step per batch, drawing its dropout masks for the whole batch at once".into());
         }
         if self.max_steps == Some(0) {
             return Err("--max-steps must be at least 1".into());

@@ -25,11 +25,12 @@ use rayon::prelude::*;
 use tensor::{no_grad, AdamW, Optimizer, Rng, Tensor};
 
 use crate::checkpoint::{self, fingerprint, TrainerState};
-use crate::data::{split_text, DataLoader, TokenWindows};
+use crate::data::{split_text, DataLoader, EpochOrder, TokenWindows};
 use crate::error::{io_error, TrainError};
 use crate::memory::check_fits;
 use crate::metrics::{loss_plot_svg, to_csv, MetricRecord};
 use crate::settings::{TokenizerSpec, TrainSettings};
+use crate::token_data::TokenData;
 use crate::tokenizer::Tokenizer;
 use model::memory::MemoryEstimate;
 
@@ -50,6 +51,7 @@ pub struct RunOptions {
     /// With `resume`: new limits replacing the saved ones.
     pub resume_epochs: Option<usize>,
     pub resume_max_steps: Option<usize>,
+    pub resume_grad_accum: Option<usize>,
     /// Set (by Ctrl-C) to stop after the current step, saving a checkpoint.
     pub stop: Arc<AtomicBool>,
     /// Stop as if interrupted once this many steps are done (for tests and experiments).
@@ -221,29 +223,32 @@ pub fn make_loaders(
 
 /// Mean loss over the first `eval_iter` batches of `loader` in order, dropout off, no
 /// gradients (the book's `calc_loss_loader`).
-pub fn evaluate(model: &GptModel, loader: &DataLoader, eval_iter: usize) -> f32 {
-    let order: Vec<usize> = (0..loader.data.len()).collect();
-    evaluate_in_order(model, loader, &order, eval_iter)
+pub fn evaluate(
+    model: &GptModel,
+    loader: &DataLoader,
+    eval_iter: usize,
+) -> Result<f32, TrainError> {
+    evaluate_in_order(model, loader, &loader.in_order(), eval_iter)
 }
 
 /// [`evaluate`] over the batches of one pass in `order`.
 pub fn evaluate_in_order(
     model: &GptModel,
     loader: &DataLoader,
-    order: &[usize],
+    order: &EpochOrder,
     eval_iter: usize,
-) -> f32 {
+) -> Result<f32, TrainError> {
     let _g = no_grad();
     let n = eval_iter.min(loader.num_batches());
     let mut total = 0.0;
     for b in 0..n {
-        let batch = loader.batch(order, b);
+        let batch = loader.batch(order, b)?;
         total += model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets)
             .item();
     }
-    total / n.max(1) as f32
+    Ok(total / n.max(1) as f32)
 }
 
 /// Global L2 norm of all gradients (appendix D clips it). Each gradient is cut into fixed
@@ -301,13 +306,89 @@ fn write_metrics(out: &Path, history: &[MetricRecord], title: &str) -> Result<()
     Ok(())
 }
 
-/// Trains on `text` (ignored except for its fingerprint when resuming) and returns how the
-/// run went. Errors are for the user: bad settings, data too short, I/O, non-finite loss.
-pub fn run(
-    text: &str,
+/// What a run trains on.
+#[derive(Clone, Copy)]
+pub enum TrainingData<'a> {
+    /// Text (files joined with end-of-text, or the built-in corpus): tokenized when the run
+    /// starts, split into training and validation parts by characters (`train_ratio`).
+    Text(&'a str),
+    /// Token shards ([`crate::token_data`]): training and validation files, read window by
+    /// window; their tokenizer is the run's.
+    Tokens(&'a TokenData),
+}
+
+impl<'a> From<&'a str> for TrainingData<'a> {
+    fn from(text: &'a str) -> Self {
+        TrainingData::Text(text)
+    }
+}
+
+impl<'a> From<&'a String> for TrainingData<'a> {
+    fn from(text: &'a String) -> Self {
+        TrainingData::Text(text)
+    }
+}
+
+impl<'a> From<&'a TokenData> for TrainingData<'a> {
+    fn from(data: &'a TokenData) -> Self {
+        TrainingData::Tokens(data)
+    }
+}
+
+/// Training and validation loaders for `data` with the settings' windows and batches, and the
+/// data's fingerprint (which `--resume` compares).
+fn loaders_for(
+    data: TrainingData,
+    described: &str,
+    s: &TrainSettings,
+    tok: &Tokenizer,
+) -> Result<(DataLoader, DataLoader, String), TrainError> {
+    match data {
+        TrainingData::Text(text) => {
+            let (train, val) = make_loaders(text, described, s, tok)?;
+            let ids = |l: &DataLoader| l.data.in_memory_tokens().unwrap_or_default().to_vec();
+            let fp = fingerprint(&[&ids(&train), &ids(&val)]);
+            Ok((train, val, fp))
+        }
+        TrainingData::Tokens(d) => {
+            if s.book_compat {
+                return Err(TrainError(
+                    "--book-compat reproduces the book's text pipeline; it cannot train on token shards (give the text file instead)".into(),
+                ));
+            }
+            if tok.vocab_size() != d.tokenizer.vocab_size() {
+                return Err(TrainError(format!(
+                    "{described}: the shards hold ids of a {}-token vocabulary, but the run's tokenizer has {}",
+                    d.tokenizer.vocab_size(),
+                    tok.vocab_size()
+                )));
+            }
+            let windows = |shards: &[std::sync::Arc<crate::shards::Shard>], what: &str| {
+                TokenWindows::from_shards(shards.to_vec(), s.context_length, s.stride, tok.vocab_size())
+                    .map_err(|e| TrainError(format!("{described}: the {what} shards are too short: {e} (use more data or a smaller --context-length)")))
+            };
+            let train = DataLoader::new(windows(&d.train, "training")?, s.batch_size, true, true);
+            let val = DataLoader::new(windows(&d.val, "validation")?, s.batch_size, false, false);
+            if train.num_batches() == 0 {
+                return Err(TrainError(format!(
+                    "{described}: the training shards make {} windows, fewer than one batch of {}: lower --batch-size or --context-length",
+                    train.data.len(),
+                    s.batch_size
+                )));
+            }
+            Ok((train, val, d.fingerprint.clone()))
+        }
+    }
+}
+
+/// Trains on `data` and returns how the run went. Errors are for the user: bad settings, data
+/// too short or damaged, I/O, non-finite loss.
+pub fn run<'a>(
+    data_in: impl Into<TrainingData<'a>>,
     settings: TrainSettings,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
+    let data_in = data_in.into();
     let start_time = Instant::now();
     let data = describe_data(opts.data_files.as_deref());
     let quiet_line = |s: &str| {
@@ -325,15 +406,20 @@ pub fn run(
             } else {
                 Context::new(settings.seed)
             };
-            let (train_text, _) = split_text(text, settings.train_ratio);
-            let tok = build_tokenizer(&settings.tokenizer, train_text, &data, quiet_line)?;
-            let (train, val) = make_loaders(text, &data, &settings, &tok)?;
+            let tok = match data_in {
+                TrainingData::Text(text) => {
+                    let (train_text, _) = split_text(text, settings.train_ratio);
+                    build_tokenizer(&settings.tokenizer, train_text, &data, quiet_line)?
+                }
+                TrainingData::Tokens(d) => d.tokenizer.clone(),
+            };
+            let (train, val, data_fingerprint) = loaders_for(data_in, &data, &settings, &tok)?;
             let cfg = settings.model_config(tok.vocab_size());
             cfg.validate().map_err(|e| TrainError(e.to_string()))?;
             need = Some(training_memory(
                 &cfg,
                 settings.batch_size,
-                text,
+                data_in,
                 &train,
                 &val,
             ));
@@ -346,11 +432,11 @@ pub fn run(
                 step: 0,
                 epoch: 0,
                 batch_in_epoch: 0,
-                order: Vec::new(),
+                order: EpochOrder::default(),
                 rng: ctx.rng().state(),
                 tokens_seen: 0,
                 adam_t: 0,
-                data_fingerprint: fingerprint(&[train.data.tokens(), val.data.tokens()]),
+                data_fingerprint,
                 history: Vec::new(),
                 elapsed_secs: 0.0,
                 data_files: opts.data_files.clone(),
@@ -363,7 +449,11 @@ pub fn run(
             let saved = checkpoint::read_state(&ckpt)?;
             let cfg = model::weights::read_config(&ckpt.join(model::weights::CONFIG_FILE))?;
             let estimate = MemoryEstimate::training(&cfg, saved.settings.batch_size);
-            check_fits(&estimate.with_data(9 * text.len() as u64), "this run")?;
+            let text_bytes = match data_in {
+                TrainingData::Text(text) => text.len() as u64,
+                TrainingData::Tokens(_) => 0,
+            };
+            check_fits(&estimate.with_data(9 * text_bytes), "this run")?;
             let r = checkpoint::load_for_resume(dir, &ctx)?;
             let mut state = r.state;
             if let Some(e) = opts.resume_epochs {
@@ -372,9 +462,13 @@ pub fn run(
             if let Some(m) = opts.resume_max_steps {
                 state.settings.max_steps = Some(m);
             }
+            if let Some(n) = opts.resume_grad_accum {
+                state.settings.grad_accum = n;
+            }
             state.settings.validate()?;
-            let (train, val) = make_loaders(text, &data, &state.settings, &r.tokenizer)?;
-            if fingerprint(&[train.data.tokens(), val.data.tokens()]) != state.data_fingerprint {
+            let (train, val, data_fingerprint) =
+                loaders_for(data_in, &data, &state.settings, &r.tokenizer)?;
+            if data_fingerprint != state.data_fingerprint {
                 return Err(TrainError(format!(
                     "{}: the data differ from the data this run was trained on ({data} is not the same text); resume with the same --data",
                     r.dir.display()
@@ -451,7 +545,19 @@ pub fn run(
         started: start_time,
         save: Box::new(|opt, state| checkpoint::save(&opts.out_dir, &model, &tok, opt, state)),
     };
-    train_loop(&task, &mut session, opts)
+    let summary = train_loop(&task, &mut session, opts)?;
+    // the run's report page (crate::report): loss, samples, attention on the start context
+    if let Err(e) = crate::report::write_run_report(
+        &opts.out_dir,
+        &model,
+        &tok,
+        &task.start_context,
+        &summary.history,
+        &session.title,
+    ) {
+        eprintln!("warning: the run's report page was not written: {e}");
+    }
+    Ok(summary)
 }
 
 /// One evaluation point's measurements: mean losses over a few batches of training and
@@ -471,19 +577,66 @@ pub trait Task {
     /// Training batches in one epoch.
     fn batches_per_epoch(&self) -> usize;
     /// The order in which one epoch visits the training examples.
-    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize>;
-    /// The training loss of batch `b` of an epoch visiting examples in `order`, and the number
-    /// of tokens the batch holds.
-    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64);
+    fn epoch_order(&self, rng: &mut Rng) -> EpochOrder;
+    /// The training loss of `part` of batch `b` of an epoch visiting examples in `order`, and
+    /// the number of tokens that part holds. The loss of a part is weighted so that the losses
+    /// (and so the gradients) of all parts of a batch add up to the loss of the whole batch.
+    /// Errors come from data read as training goes (token shards).
+    fn batch_loss(
+        &self,
+        order: &EpochOrder,
+        b: usize,
+        part: MicroBatch,
+    ) -> Result<(Tensor, u64), TrainError>;
     /// The orders of fresh passes over the training and validation examples, drawn from the
     /// run's generator as iterating a PyTorch loader anew does: how the book's exact runs
     /// (`--book-compat`) pick the batches they evaluate on.
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders;
     /// Losses on the first `eval_iter` batches of training and validation data, in `orders`
     /// or else in file order; dropout off, no gradients.
-    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation;
+    fn evaluate(
+        &self,
+        eval_iter: usize,
+        orders: Option<&EvalOrders>,
+    ) -> Result<Evaluation, TrainError>;
     /// A line to print after each epoch (`Ep N …`), if any.
     fn end_of_epoch(&self, epoch: usize) -> Option<String>;
+}
+
+/// One of `count` equal parts of a training batch: gradient accumulation computes a batch as
+/// several micro-batches whose gradients add up before one optimizer step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MicroBatch {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl MicroBatch {
+    /// The whole batch at once.
+    pub const WHOLE: MicroBatch = MicroBatch { index: 0, count: 1 };
+
+    /// The examples of batch `b` (of `batch_size`, which `count` divides) in `order` that this
+    /// part takes: the `index`-th run of `batch_size / count` consecutive ones.
+    pub fn rows(&self, order: &EpochOrder, b: usize, batch_size: usize) -> Vec<usize> {
+        assert!(
+            self.index < self.count && batch_size.is_multiple_of(self.count),
+            "MicroBatch::rows: part {} of {} of a batch of {batch_size}",
+            self.index,
+            self.count
+        );
+        let per = batch_size / self.count;
+        let start = b * batch_size + self.index * per;
+        order.range(start, start + per)
+    }
+
+    /// A loss that is a mean over this part's examples, weighted as a share of the batch's
+    /// mean (parts of equal size: `1 / count`, exact for powers of two).
+    pub fn share_of_mean(&self, loss: Tensor) -> Tensor {
+        match self.count {
+            1 => loss,
+            n => loss.mul_scalar(1.0 / n as f32),
+        }
+    }
 }
 
 /// The orders an evaluation visits the training and validation examples in.
@@ -509,42 +662,66 @@ impl Task for LanguageModeling<'_> {
         self.train.num_batches()
     }
 
-    fn epoch_order(&self, rng: &mut Rng) -> Vec<usize> {
+    fn epoch_order(&self, rng: &mut Rng) -> EpochOrder {
         self.train.epoch_order(rng)
     }
 
-    fn batch_loss(&self, order: &[usize], b: usize) -> (Tensor, u64) {
-        let batch = self.train.batch(order, b);
+    fn batch_loss(
+        &self,
+        order: &EpochOrder,
+        b: usize,
+        part: MicroBatch,
+    ) -> Result<(Tensor, u64), TrainError> {
+        let rows = part.rows(order, b, self.train.batch_size);
+        let batch = self.train.batch_of(&rows)?;
         let loss = self
             .model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets);
-        (loss, (batch.batch * batch.seq_len) as u64)
+        Ok((
+            part.share_of_mean(loss),
+            (batch.batch * batch.seq_len) as u64,
+        ))
     }
 
     fn eval_orders(&self, rng: &mut Rng) -> EvalOrders {
-        let train = self.train.epoch_order(rng);
-        let val = self.val.epoch_order(rng);
+        let listed = |o: EpochOrder| o.range(0, o.len());
+        let train = listed(self.train.epoch_order(rng));
+        let val = listed(self.val.epoch_order(rng));
         EvalOrders { train, val }
     }
 
-    fn evaluate(&self, eval_iter: usize, orders: Option<&EvalOrders>) -> Evaluation {
+    fn evaluate(
+        &self,
+        eval_iter: usize,
+        orders: Option<&EvalOrders>,
+    ) -> Result<Evaluation, TrainError> {
         let model = self.model;
         let (train_loss, val_loss) = match orders {
             Some(o) => (
-                evaluate_in_order(model, &self.train, &o.train, eval_iter),
-                evaluate_in_order(model, &self.val, &o.val, eval_iter),
+                evaluate_in_order(
+                    model,
+                    &self.train,
+                    &EpochOrder::Listed(o.train.clone()),
+                    eval_iter,
+                )?,
+                evaluate_in_order(
+                    model,
+                    &self.val,
+                    &EpochOrder::Listed(o.val.clone()),
+                    eval_iter,
+                )?,
             ),
             None => (
-                evaluate(model, &self.train, eval_iter),
-                evaluate(model, &self.val, eval_iter),
+                evaluate(model, &self.train, eval_iter)?,
+                evaluate(model, &self.val, eval_iter)?,
             ),
         };
-        Evaluation {
+        Ok(Evaluation {
             train_loss,
             val_loss,
             ..Evaluation::default()
-        }
+        })
     }
 
     fn end_of_epoch(&self, epoch: usize) -> Option<String> {
@@ -627,13 +804,22 @@ pub fn train_loop(
             let lr = s.lr_at(state.step, total);
             opt.set_lr(lr);
             opt.zero_grad();
-            let (loss, n_tokens) = task.batch_loss(&state.order, state.batch_in_epoch);
-            let lv = loss.item();
-            if !lv.is_finite() {
-                return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+            // the batch in `grad_accum` parts, their gradients adding up in the parameters'
+            // gradients; the step's loss is the sum of the parts' weighted losses
+            let (mut lv, mut n_tokens) = (0.0f32, 0u64);
+            for index in 0..s.grad_accum {
+                let part = MicroBatch {
+                    index,
+                    count: s.grad_accum,
+                };
+                let (loss, n) = task.batch_loss(&state.order, state.batch_in_epoch, part)?;
+                let l = loss.item();
+                if !l.is_finite() {
+                    return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+                }
+                loss.backward();
+                (lv, n_tokens) = (lv + l, n_tokens + n);
             }
-            loss.backward();
-            drop(loss);
             clip_gradients(&params, s.grad_clip)
                 .map_err(|()| non_finite("gradient", state.step + 1, &opts.out_dir))?;
             opt.step();
@@ -652,7 +838,7 @@ pub fn train_loop(
                 // the orders are drawn first: the generator must not stay locked while the
                 // model runs (its layers take the lock)
                 let orders = s.book_compat.then(|| task.eval_orders(&mut ctx.rng()));
-                let e = task.evaluate(s.eval_iter, orders.as_ref());
+                let e = task.evaluate(s.eval_iter, orders.as_ref())?;
                 (window_secs, window_tokens) = (0.0, 0);
                 let rec = MetricRecord {
                     step: state.step,
@@ -688,10 +874,17 @@ pub fn train_loop(
             ctx.eval();
             if let Some(line) = task.end_of_epoch(state.epoch + 1) {
                 rep.line(&line);
+                // kept for the run's report page (crate::report)
+                crate::report::record_epoch_line(
+                    &opts.out_dir,
+                    state.epoch + 1,
+                    state.step,
+                    &line,
+                )?;
             }
             state.epoch += 1;
             state.batch_in_epoch = 0;
-            state.order.clear();
+            state.order = EpochOrder::default();
             if last_save_time.get().elapsed().as_secs_f64() >= opts.min_secs_between_epoch_saves {
                 last_saved = Some(checkpoint_now(state, opt)?);
             }
@@ -719,7 +912,7 @@ pub fn train_loop(
 
 /// Scales the gradients of `params` so their global L2 norm is at most `max` (appendix D);
 /// `Err` when the norm is not finite.
-fn clip_gradients(params: &[Tensor], max: Option<f32>) -> Result<(), ()> {
+pub(crate) fn clip_gradients(params: &[Tensor], max: Option<f32>) -> Result<(), ()> {
     let norm = gradient_norm(params);
     if !norm.is_finite() {
         return Err(());
@@ -738,16 +931,23 @@ fn clip_gradients(params: &[Tensor], max: Option<f32>) -> Result<(), ()> {
     Ok(())
 }
 
-/// The memory a run of `cfg` needs: one training step of `batch`, plus its text and token ids.
+/// The memory a run of `cfg` needs: one training step of `batch`, plus its text and token ids
+/// (for token shards: one batch of ids, read as training goes).
 fn training_memory(
     cfg: &model::GptConfig,
     batch: usize,
-    text: &str,
+    data: TrainingData,
     train: &DataLoader,
     val: &DataLoader,
 ) -> MemoryEstimate {
-    let ids = (train.data.tokens().len() + val.data.tokens().len()) * std::mem::size_of::<usize>();
-    MemoryEstimate::training(cfg, batch).with_data((text.len() + ids) as u64)
+    let id = std::mem::size_of::<usize>() as u64;
+    let bytes = match data {
+        TrainingData::Text(text) => {
+            text.len() as u64 + (train.data.total_tokens() + val.data.total_tokens()) * id
+        }
+        TrainingData::Tokens(_) => 3 * (batch * (cfg.context_length + 1)) as u64 * id,
+    };
+    MemoryEstimate::training(cfg, batch).with_data(bytes)
 }
 
 /// How many optimizer steps a run's limits allow: its epochs of `batches_per_epoch` steps,

@@ -150,13 +150,19 @@ impl MultiHeadAttention {
         );
     }
 
+    /// Queries, keys and values `[B, NH, T, HS]` of `x`, each a view of its projection.
+    fn project(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let q = self.split_heads(&self.w_query.forward(x));
+        let k = self.split_heads(&self.w_key.forward(x));
+        let v = self.split_heads(&self.w_value.forward(x));
+        (q, k, v)
+    }
+
     /// `[B, T, d_in]` → `[B, T, d_out]` through the fused attention kernel.
     #[track_caller]
     pub fn forward(&self, x: &Tensor) -> Tensor {
         self.check_input(x);
-        let q = self.split_heads(&self.w_query.forward(x));
-        let k = self.split_heads(&self.w_key.forward(x));
-        let v = self.split_heads(&self.w_value.forward(x));
+        let (q, k, v) = self.project(x);
         let p = if self.ctx.is_training() {
             self.dropout.p
         } else {
@@ -164,6 +170,17 @@ impl MultiHeadAttention {
         };
         let context = Tensor::causal_attention(&q, &k, &v, p, p > 0.0, &mut self.ctx.rng());
         self.out_proj.forward(&self.merge_heads(&context))
+    }
+
+    /// [`MultiHeadAttention::forward`] without dropout, also returning the attention weights
+    /// `[B, NH, T, T]` (the book's `attn_weights`, section 3.5) from the same fused kernel
+    /// (`Tensor::causal_attention_with_weights`): what `scratchgpt inspect attention` draws.
+    #[track_caller]
+    pub fn forward_with_weights(&self, x: &Tensor) -> (Tensor, Tensor) {
+        self.check_input(x);
+        let (q, k, v) = self.project(x);
+        let (context, weights) = Tensor::causal_attention_with_weights(&q, &k, &v);
+        (self.out_proj.forward(&self.merge_heads(&context)), weights)
     }
 
     /// The book's listing 3.5 op by op: same result as [`MultiHeadAttention::forward`].
@@ -240,6 +257,17 @@ mod tests {
             let composed = mha.forward_composed(&x);
             assert_close(&fused, &composed, 1e-5);
         }
+    }
+
+    #[test]
+    fn weights_come_with_the_same_output() {
+        let ctx = Context::new(8);
+        ctx.eval();
+        let mha = MultiHeadAttention::new(6, 8, 10, 0.25, 2, true, &ctx);
+        let x = Tensor::randn(&[1, 7, 6], &mut ctx.rng());
+        let (out, w) = mha.forward_with_weights(&x);
+        assert_eq!(out.to_vec(), mha.forward(&x).to_vec());
+        assert_eq!(w.shape(), &[1, 2, 7, 7]);
     }
 
     #[test]

@@ -283,6 +283,83 @@ impl Backward for AttentionNode {
     }
 }
 
+/// Checks the shapes of q, k, v and returns the dimensions and the number of batch entries.
+#[track_caller]
+fn dims_of(q: &Tensor, k: &Tensor, v: &Tensor) -> (Dims, usize) {
+    let nd = q.ndim();
+    let ok = nd >= 2
+        && k.shape() == v.shape()
+        && k.ndim() == nd
+        && q.shape()[..nd - 2] == k.shape()[..nd - 2]
+        && q.size(-1) == k.size(-1)
+        && q.size(-2) <= k.size(-2);
+    assert!(
+        ok,
+        "causal_attention: q {:?}, k {:?}, v {:?} must be [..., Tq, HS], [..., Tk, HS] with Tq <= Tk",
+        q.shape(),
+        k.shape(),
+        v.shape()
+    );
+    let (tq, tk, hs) = (q.size(-2), k.size(-2), q.size(-1));
+    let dims = Dims {
+        tq,
+        tk,
+        hs,
+        scale: 1.0 / (hs as f32).sqrt(),
+    };
+    (dims, q.numel() / (tq * hs).max(1))
+}
+
+/// The forward pass over all `nb` batch entries in parallel: the output (`nb·Tq·HS`) and each
+/// entry's P in query blocks (see [`saved_len`]).
+fn forward_entries(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&[f32]>,
+    dims: Dims,
+    nb: usize,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let (tq, tk, hs) = (dims.tq, dims.tk, dims.hs);
+    let mut out = vec![0.0; nb * tq * hs];
+    // one buffer per batch entry, zeroed by the thread that fills it (while in its cache)
+    let mut p: Vec<Vec<f32>> = vec![Vec::new(); nb];
+    let (qd, kd, vd) = (q.storage(), k.storage(), v.storage());
+    let (qo, ko, vo) = (
+        batch_offsets(q.layout()),
+        batch_offsets(k.layout()),
+        batch_offsets(v.layout()),
+    );
+    out.par_chunks_mut(tq * hs)
+        .zip(p.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (o, pi))| {
+            *pi = vec![0.0; saved_len(dims)];
+            let m = mask.map(|m| &m[i * tq * tk..(i + 1) * tq * tk]);
+            let (qi, ki, vi) = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
+            // compiled for AVX-512 where the CPU has it (16-lane exp in the softmax; same bits)
+            wide(
+                #[inline(always)]
+                || attention_forward(o, pi, qi, ki, vi, m, dims),
+            );
+        });
+    (out, p)
+}
+
+/// One batch entry's P as a dense `Tq×Tk` matrix, unpacked from its query blocks (the keys a
+/// block never computed are masked ones: 0).
+fn dense_weights(p: &[f32], d: Dims) -> Vec<f32> {
+    let mut dense = vec![0.0; d.tq * d.tk];
+    let mut at = 0;
+    for (rows, keys) in query_blocks(d) {
+        for i in rows {
+            dense[i * d.tk..i * d.tk + keys].copy_from_slice(&p[at..at + keys]);
+            at += keys;
+        }
+    }
+    dense
+}
+
 impl Tensor {
     /// Causal scaled-dot-product attention of queries `q` over keys `k` and values `v`, with
     /// dropout `p_drop` on the attention weights when `train` is set (masks drawn from `rng`).
@@ -295,65 +372,43 @@ impl Tensor {
         train: bool,
         rng: &mut Rng,
     ) -> Tensor {
-        let nd = q.ndim();
-        let ok = nd >= 2
-            && k.shape() == v.shape()
-            && k.ndim() == nd
-            && q.shape()[..nd - 2] == k.shape()[..nd - 2]
-            && q.size(-1) == k.size(-1)
-            && q.size(-2) <= k.size(-2);
-        assert!(
-            ok,
-            "causal_attention: q {:?}, k {:?}, v {:?} must be [..., Tq, HS], [..., Tk, HS] with Tq <= Tk",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        );
+        let (dims, nb) = dims_of(q, k, v);
         assert!(
             (0.0..1.0).contains(&p_drop),
             "causal_attention: dropout {p_drop} not in [0, 1)"
         );
-        let (tq, tk, hs) = (q.size(-2), k.size(-2), q.size(-1));
-        let dims = Dims {
-            tq,
-            tk,
-            hs,
-            scale: 1.0 / (hs as f32).sqrt(),
-        };
-        let nb = q.numel() / (tq * hs).max(1);
         let mask = (train && p_drop > 0.0).then(|| {
             // the same draws as dropout on the [.., Tq, Tk] weights (so fused == composed)
-            let mut m = vec![0.0f32; nb * tq * tk];
+            let mut m = vec![0.0f32; nb * dims.tq * dims.tk];
             rng.fill_dropout_mask(&mut m, p_drop);
             m
         });
-        let mut out = vec![0.0; nb * tq * hs];
-        // one buffer per batch entry, zeroed by the thread that fills it (while in its cache)
-        let mut p: Vec<Vec<f32>> = vec![Vec::new(); nb];
-        let (qd, kd, vd) = (q.storage(), k.storage(), v.storage());
-        let (qo, ko, vo) = (
-            batch_offsets(q.layout()),
-            batch_offsets(k.layout()),
-            batch_offsets(v.layout()),
-        );
-        out.par_chunks_mut(tq * hs)
-            .zip(p.par_iter_mut())
-            .enumerate()
-            .for_each(|(i, (o, pi))| {
-                *pi = vec![0.0; saved_len(dims)];
-                let m = mask.as_ref().map(|m| &m[i * tq * tk..(i + 1) * tq * tk]);
-                let (qi, ki, vi) = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
-                // compiled for AVX-512 where the CPU has it (16-lane exp in the softmax; same bits)
-                wide(
-                    #[inline(always)]
-                    || attention_forward(o, pi, qi, ki, vi, m, dims),
-                );
-            });
+        let (out, p) = forward_entries(q, k, v, mask.as_deref(), dims, nb);
         Tensor::from_op(out, q.shape(), &[q, k, v], || AttentionNode {
             p,
             mask,
             dims,
         })
+    }
+
+    /// The same kernel without dropout, also returning the attention weights P `[..., Tq, Tk]`
+    /// it computed (0 on masked keys): what `scratchgpt inspect attention` draws (book section
+    /// 3.5's `attn_weights`). The output is differentiable as [`Tensor::causal_attention`]'s;
+    /// the weights are plain values (a copy of what the kernel saves for backward).
+    #[track_caller]
+    pub fn causal_attention_with_weights(q: &Tensor, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
+        let (dims, nb) = dims_of(q, k, v);
+        let (out, p) = forward_entries(q, k, v, None, dims, nb);
+        let dense: Vec<f32> = p.iter().flat_map(|pi| dense_weights(pi, dims)).collect();
+        let mut shape = q.shape().to_vec();
+        *shape.last_mut().unwrap() = dims.tk;
+        let weights = Tensor::from_vec(dense, &shape);
+        let out = Tensor::from_op(out, q.shape(), &[q, k, v], || AttentionNode {
+            p,
+            mask: None,
+            dims,
+        });
+        (out, weights)
     }
 }
 
@@ -433,5 +488,36 @@ mod tests {
             &mut rng,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn fused_weights_equal_composed_softmax() {
+        // P = softmax(mask(Q·Kᵀ/√HS)), the tensor the book calls attn_weights (section 3.5),
+        // from the fused kernel and from composed ops; over several query blocks and with a
+        // KV-cache offset (Tq < Tk)
+        let mut rng = Rng::seed(20);
+        for (tq, tk) in [(5, 5), (1, 4), (70, 70), (66, 130)] {
+            let q = Tensor::randn(&[2, 3, tq, 4], &mut rng);
+            let k = Tensor::randn(&[2, 3, tk, 4], &mut rng);
+            let v = Tensor::randn(&[2, 3, tk, 4], &mut rng);
+            let (out, w) = Tensor::causal_attention_with_weights(&q, &k, &v);
+            assert_eq!(w.shape(), &[2, 3, tq, tk]);
+            let mask: Vec<f32> = (0..tq * tk)
+                .map(|x| ((x % tk) > (tk - tq + x / tk)) as u8 as f32)
+                .collect();
+            let composed = q
+                .matmul(&k.transpose(-2, -1))
+                .mul_scalar(0.5)
+                .masked_fill(&Tensor::from_vec(mask, &[tq, tk]), f32::NEG_INFINITY)
+                .softmax(-1);
+            let (a, b) = (w.to_vec(), composed.to_vec());
+            assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
+            // every row sums to 1, and the output is the kernel's usual one
+            for row in a.chunks(tk) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+            let plain = Tensor::causal_attention(&q, &k, &v, 0.0, false, &mut Rng::seed(0));
+            assert_eq!(out.to_vec(), plain.to_vec());
+        }
     }
 }

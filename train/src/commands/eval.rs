@@ -1,18 +1,21 @@
-//! `scratchgpt eval`: the mean next-token loss and perplexity of a model on a text file (book
-//! section 5.1), or, for a classifier, its accuracy and confusion matrix.
+//! `scratchgpt eval`: the mean next-token loss and perplexity of a model on a text file or on
+//! token shards (book section 5.1), or, for a classifier, its accuracy and confusion matrix.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use model::Context;
 use tensor::no_grad;
 
 use crate::classification::{is_classifier, Columns};
 use crate::cli::read_text_file;
 use crate::commands::classify::eval_classifier;
-use crate::data::{DataLoader, TokenWindows};
+use crate::data::{DataLoader, EpochOrder, TokenWindows};
 use crate::error::TrainError;
 use crate::lora::load_with_adapters;
+use crate::token_data::{is_token_data, open_token_data};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -20,10 +23,15 @@ pub struct EvalArgs {
     /// GPT-2 directory, or a GPT-2 name (as for generate).
     #[arg(long, value_name = "DIR|NAME")]
     pub checkpoint: PathBuf,
-    /// UTF-8 text file to measure the loss on, cut into non-overlapping windows of the model's
-    /// context length (a short tail is dropped); for a classifier, a labelled CSV/TSV file.
-    #[arg(long, value_name = "FILE")]
+    /// What to measure the loss on, cut into non-overlapping windows of the model's context
+    /// length (a short tail is dropped): a UTF-8 text file, or token shards (a directory
+    /// written by scratchgpt tokenize, llm.c's or nanoGPT's; their validation files); for a
+    /// classifier, a labelled CSV/TSV file.
+    #[arg(long, value_name = "FILE|DIR")]
     pub data: PathBuf,
+    /// Measure on at most this many tokens (the first windows in file order) [default: all].
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
     /// For a classifier: the column holding the texts.
     #[arg(long, default_value = "Text", value_name = "NAME")]
     pub text_column: String,
@@ -46,27 +54,62 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
     if a.batch_size == 0 {
         return Err(TrainError("--batch-size must be at least 1".into()));
     }
-    let text = read_text_file(&a.data)?;
     let ctx = Context::new(0);
     let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
     model.eval();
     let t = model.cfg.context_length;
-    let ids = tok.encode(&text);
-    let windows = TokenWindows::new(ids, t, t)
-        .map_err(|e| TrainError(format!("{}: {e}", a.data.display())))?;
+    let windows = if is_token_data(std::slice::from_ref(&a.data))? {
+        let data = open_token_data(std::slice::from_ref(&a.data))?;
+        if data.tokenizer.vocab_size() != tok.vocab_size() {
+            return Err(TrainError(format!(
+                "{}: the shards hold ids of a {}-token vocabulary ({}), but the model's tokenizer has {}",
+                a.data.display(),
+                data.tokenizer.vocab_size(),
+                data.tokenizer_spec,
+                tok.vocab_size()
+            )));
+        }
+        TokenWindows::from_shards(data.val.clone(), t, t, tok.vocab_size())
+    } else {
+        TokenWindows::new(tok.encode(&read_text_file(&a.data)?), t, t)
+    }
+    .map_err(|e| TrainError(format!("{}: {e}", a.data.display())))?;
+    let n_windows = match a.max_tokens {
+        Some(0) => return Err(TrainError("--max-tokens must be at least 1".into())),
+        Some(m) => windows.len().min((m / t as u64).max(1) as usize),
+        None => windows.len(),
+    };
     let loader = DataLoader::new(windows, a.batch_size, false, false);
-    let order: Vec<usize> = (0..loader.data.len()).collect();
+    let order = EpochOrder::Sequential { len: n_windows };
+    let n_batches = n_windows.div_ceil(a.batch_size);
+    let bar = (std::io::stderr().is_terminal() && n_batches > 20).then(|| {
+        ProgressBar::new(n_batches as u64).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} batches [{elapsed_precise} < {eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    });
     let _g = no_grad();
     let mut total = 0.0f64;
-    for b in 0..loader.num_batches() {
-        let batch = loader.batch(&order, b);
+    for b in 0..n_batches {
+        let batch = loader.batch(&order, b)?;
         let loss = model
             .forward(&batch.inputs, batch.batch)
             .cross_entropy(&batch.targets)
             .item();
         total += loss as f64 * batch.batch as f64;
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
     }
-    let loss = total / loader.data.len() as f64;
-    println!("loss {loss:.6} perplexity {:.4}", loss.exp());
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let loss = total / n_windows as f64;
+    println!(
+        "loss {loss:.6} perplexity {:.4} ({n_windows} windows of {t} tokens)",
+        loss.exp()
+    );
     Ok(0)
 }

@@ -71,6 +71,10 @@ pub struct InstructTrainArgs {
     /// Entries per optimizer step (the last, incomplete batch of an epoch is dropped).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch_size: usize,
+    /// Compute each batch in N equal micro-batches whose gradients add up before the step
+    /// (the memory of a batch N times smaller); must divide --batch-size.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub grad_accum: usize,
     /// Evaluate after the first step and then every N steps.
     #[arg(long, default_value_t = 5, value_name = "STEPS")]
     pub eval_freq: usize,
@@ -111,6 +115,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         epochs: a.epochs,
         max_steps: a.max_steps,
         batch_size: a.batch_size,
+        grad_accum: a.grad_accum,
         eval_freq: a.eval_freq,
         eval_iter: a.eval_iter,
         dropout: a.dropout,
@@ -242,7 +247,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         step: 0,
         epoch: 0,
         batch_in_epoch: 0,
-        order: Vec::new(),
+        order: crate::data::EpochOrder::default(),
         rng: ctx.rng().state(),
         tokens_seen: 0,
         adam_t: 0,

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod eval;
 pub mod finetune;
 pub mod generate;
+pub mod inspect;
 pub mod instruct;
 pub mod merge_lora;
 pub mod tokenize;
@@ -55,6 +56,7 @@ pub struct FineTuneSchedule {
     pub epochs: usize,
     pub max_steps: Option<usize>,
     pub batch_size: usize,
+    pub grad_accum: usize,
     pub eval_freq: usize,
     pub eval_iter: usize,
     pub dropout: f32,
@@ -79,6 +81,7 @@ pub fn fine_tuning_settings(
         tokenizer: TokenizerSpec::Gpt2,
         dropout: f.dropout,
         batch_size: f.batch_size,
+        grad_accum: f.grad_accum,
         epochs: f.epochs,
         max_steps: f.max_steps,
         lr,

@@ -13,18 +13,21 @@ use crate::cli::{read_text_file, stop_on_ctrl_c};
 use crate::error::TrainError;
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::{TokenizerSpec, TrainSettings, TRAIN_PRESETS};
+use crate::token_data::{is_token_data, open_token_data, TokenData};
 use crate::tokenizer::END_OF_TEXT;
-use crate::trainer::{self, RunOptions};
+use crate::trainer::{self, RunOptions, TrainingData};
 
 /// `scratchgpt train`. Flags marked "preset" take their default from `--preset`; the values of
 /// every preset are appended to their help text from the presets themselves
 /// ([`preset_defaults`]), so the help cannot drift from the code.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Text files to train on (UTF-8; several are joined with <|endoftext|>) [default: the
-    /// built-in corpus, about 18 KB of stories]. With --resume, only needed when the run's files
-    /// have moved.
-    #[arg(long, num_args = 1.., value_name = "FILE")]
+    /// Text files to train on (UTF-8; several are joined with <|endoftext|>), or token shards:
+    /// a directory written by scratchgpt tokenize, a directory of llm.c's *_train_*.bin /
+    /// *_val_*.bin shards, or nanoGPT's train.bin and val.bin (read window by window: start-up
+    /// and memory do not grow with the corpus) [default: the built-in corpus, about 18 KB of
+    /// stories]. With --resume, only needed when the run's files have moved.
+    #[arg(long, num_args = 1.., value_name = "FILE|DIR")]
     pub data: Vec<PathBuf>,
     /// Settings preset [default: quickstart]. quickstart: a 1.1M-parameter model that learns
     /// visibly in under a minute; book-ch5: the book's chapter-5 run; gpt2-small, gpt2-medium,
@@ -82,6 +85,11 @@ pub struct TrainArgs {
     /// Passes over the training windows.
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
+    /// Compute each batch in N equal micro-batches whose gradients add up before one optimizer
+    /// step: the same training (up to float rounding) in the memory of a batch N times smaller.
+    /// Must divide --batch-size. May be changed when resuming [default: 1].
+    #[arg(long, value_name = "N")]
+    pub grad_accum: Option<usize>,
     /// Stop after this many optimizer steps, whatever the epoch [default: no limit].
     #[arg(long, value_name = "N")]
     pub max_steps: Option<usize>,
@@ -236,6 +244,9 @@ pub fn settings_from_args(a: &TrainArgs) -> Result<TrainSettings, TrainError> {
     if a.max_steps.is_some() {
         s.max_steps = a.max_steps;
     }
+    if let Some(n) = a.grad_accum {
+        s.grad_accum = n;
+    }
     if a.save_every.is_some() {
         s.save_every = a.save_every;
     }
@@ -289,7 +300,7 @@ fn check_resume_flags(a: &TrainArgs) -> Result<(), TrainError> {
     ];
     match given.iter().find(|(_, g)| *g) {
         Some((flag, _)) => Err(TrainError(format!(
-            "{flag} cannot change when resuming: the run keeps the settings saved in its checkpoint (only --epochs and --max-steps can be given)"
+            "{flag} cannot change when resuming: the run keeps the settings saved in its checkpoint (only --epochs, --max-steps and --grad-accum can be given)"
         ))),
         None => Ok(()),
     }
@@ -313,6 +324,30 @@ fn read_training_text(files: &[PathBuf]) -> Result<String, TrainError> {
         parts.push(text);
     }
     Ok(parts.join(END_OF_TEXT))
+}
+
+/// Text larger than this makes `train` suggest `scratchgpt tokenize`.
+pub const TOKENIZE_HINT_BYTES: u64 = 64 << 20;
+
+/// The tokenizer of a new run on token shards: the shards' own. `--tokenizer` may name it but
+/// not change it, and `--train-ratio` has no text to split.
+fn shard_tokenizer(a: &TrainArgs, d: &TokenData) -> Result<TokenizerSpec, TrainError> {
+    if a.train_ratio.is_some() {
+        return Err(TrainError(format!(
+            "--train-ratio splits text files; {} holds its own validation shards",
+            d.description
+        )));
+    }
+    if let Some(t) = &a.tokenizer {
+        let asked = TokenizerSpec::parse(t)?;
+        if asked != d.tokenizer_spec {
+            return Err(TrainError(format!(
+                "--tokenizer {asked}: {} was written with the tokenizer {}; a run on shards uses their tokenizer",
+                d.description, d.tokenizer_spec
+            )));
+        }
+    }
+    Ok(d.tokenizer_spec.clone())
 }
 
 /// The data files a run records: absolute, so `--resume` finds them from any directory.
@@ -350,7 +385,20 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
         }
         None => (settings_from_args(a)?, a.data.clone(), None),
     };
-    let text = read_training_text(&data_files)?;
+    let token_data = match is_token_data(&data_files)? {
+        true => Some(open_token_data(&data_files)?),
+        false => None,
+    };
+    let mut settings = settings;
+    let text = match &token_data {
+        Some(d) => {
+            if a.resume.is_none() {
+                settings.tokenizer = shard_tokenizer(a, d)?;
+            }
+            String::new()
+        }
+        None => read_training_text(&data_files)?,
+    };
     let data_files = absolute(&data_files);
     let out = match out {
         Some(out) => out,
@@ -370,6 +418,7 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
         resume: a.resume.clone(),
         resume_epochs: a.epochs.filter(|_| a.resume.is_some()),
         resume_max_steps: a.max_steps.filter(|_| a.resume.is_some()),
+        resume_grad_accum: a.grad_accum.filter(|_| a.resume.is_some()),
         stop,
         stop_at_step: a.stop_at_step,
         min_secs_between_epoch_saves: a.save_minutes.max(0.0) * 60.0,
@@ -383,13 +432,31 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
             Some(_) => String::new(),
             None => format!(" with preset {}", settings.preset),
         };
+        let size = match &token_data {
+            Some(d) => format!(
+                "{} training tokens in {} shards, {} validation tokens",
+                d.train_tokens(),
+                d.train.len(),
+                d.val_tokens()
+            ),
+            None => format!("{} bytes", text.len()),
+        };
         println!(
-            "training on {source} ({} bytes){preset}, writing to {}",
-            text.len(),
+            "training on {source} ({size}){preset}, writing to {}",
             out.path.display()
         );
+        if token_data.is_none() && text.len() as u64 > TOKENIZE_HINT_BYTES {
+            println!(
+                "note: {:.0} MB of text is read and tokenized at the start of every run and every --resume; tokenize it once with `scratchgpt tokenize --data FILES --out DIR` and train with --data DIR to start at once with flat memory",
+                text.len() as f64 / 1e6
+            );
+        }
     }
-    let summary = match trainer::run(&text, settings, &opts) {
+    let data = match &token_data {
+        Some(d) => TrainingData::Tokens(d),
+        None => TrainingData::Text(&text),
+    };
+    let summary = match trainer::run(data, settings, &opts) {
         Ok(summary) => summary,
         Err(e) => {
             out.abandon();

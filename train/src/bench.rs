@@ -208,7 +208,9 @@ pub fn run_bench() {
 fn loop_overhead(model: &GptModel, cfg: &GptConfig, batch: usize) -> f64 {
     let mut rng = Rng::seed(2);
     let t = cfg.context_length;
-    let ids: Vec<usize> = (0..200 * batch * t).map(|_| rng.below(cfg.vocab_size)).collect();
+    let ids: Vec<usize> = (0..200 * batch * t)
+        .map(|_| rng.below(cfg.vocab_size))
+        .collect();
     let windows = TokenWindows::new(ids, t, t).expect("enough tokens");
     let loader = DataLoader::new(windows, batch, true, true);
     let order = loader.epoch_order(&mut rng);
@@ -216,7 +218,9 @@ fn loop_overhead(model: &GptModel, cfg: &GptConfig, batch: usize) -> f64 {
     let settings = TrainSettings::preset("quickstart").expect("preset exists");
     let mut b = 0;
     best_of(20, || {
-        let x = loader.batch(&order, b % loader.num_batches()).expect("in memory");
+        let x = loader
+            .batch(&order, b % loader.num_batches())
+            .expect("in memory");
         std::hint::black_box(&x);
         let _ = crate::trainer::clip_gradients(&params, Some(1.0));
         std::hint::black_box(settings.lr_at(b, 1000));

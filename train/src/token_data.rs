@@ -163,7 +163,7 @@ pub fn open_token_data(paths: &[PathBuf]) -> Result<TokenData, TrainError> {
     }
     if data.val.is_empty() {
         return Err(TrainError(format!(
-            "{}: no validation shard (*_val_*.bin or val.bin): training reports the validation loss; tokenize with --val-fraction above 0",
+            "{}: no validation shard (*_val_*.bin or val.bin): training reports the validation loss; tokenize with --val-fraction above 0 and more than one document (several files, or --documents blank-lines)",
             data.description
         )));
     }

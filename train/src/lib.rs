@@ -12,6 +12,7 @@
 //! | 5.2 | the training loop, evaluation, samples | [`trainer`] |
 //! | appendix D | warm-up, cosine decay, gradient clipping | [`settings`], [`trainer`] |
 //! | — | checkpoints and resuming | [`checkpoint`] |
+//! | — | data-parallel training on several processes (MPI) | [`data_parallel`], [`collective`] |
 //! | — | GPT-2 by name from the Hugging Face cache or hub | [`hub`] |
 //! | — | run directories: runs never overwrite each other | [`run_dir`] |
 //! | — | metrics and the loss plot | [`metrics`] |
@@ -21,9 +22,11 @@ pub mod bench;
 pub mod checkpoint;
 pub mod classification;
 pub mod cli;
+pub mod collective;
 pub mod commands;
 pub mod corpus;
 pub mod data;
+pub mod data_parallel;
 pub mod error;
 pub mod hub;
 pub mod instruction;

@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn pieces_cover_the_buffer_in_order_without_overlap() {
         let cut = |len, max| pieces(len, max).collect::<Vec<_>>();
-        assert_eq!(cut(0, 4), vec![]);
+        assert!(cut(0, 4).is_empty());
         assert_eq!(cut(4, 4), vec![0..4]);
         assert_eq!(cut(10, 4), vec![0..4, 4..8, 8..10]);
         // a GPT-2 XL's 1.6 G parameters fit one call; 5 G elements take three

@@ -190,7 +190,18 @@ pub struct DataParallel<'a> {
     /// Reduce during the backward pass (else after it): `SCRATCHGPT_DDP_OVERLAP=0` turns it off
     /// to measure what it hides.
     overlap: bool,
+    /// For the fault tests: `SCRATCHGPT_TEST_FAULT=panic:RANK:STEP` (or `kill:…`) makes that
+    /// rank panic (or SIGKILL itself) as it starts that step.
+    fault: Option<(String, usize, usize)>,
     pub stats: CommStats,
+}
+
+/// `SCRATCHGPT_TEST_FAULT=KIND:RANK:STEP`, for the fault tests (not a user setting).
+fn test_fault() -> Option<(String, usize, usize)> {
+    let v = std::env::var("SCRATCHGPT_TEST_FAULT").ok()?;
+    let mut it = v.split(':');
+    let kind = it.next()?.to_string();
+    Some((kind, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 impl<'a> DataParallel<'a> {
@@ -221,6 +232,7 @@ impl<'a> DataParallel<'a> {
             buckets,
             buckets_of,
             overlap: std::env::var("SCRATCHGPT_DDP_OVERLAP").map_or(true, |v| v != "0"),
+            fault: test_fault(),
             stats: CommStats::default(),
         }
     }
@@ -269,6 +281,17 @@ impl<'a> DataParallel<'a> {
         grad_accum: usize,
         stop: bool,
     ) -> Result<StepTotals, TrainError> {
+        if let Some((kind, rank, at)) = &self.fault {
+            if (*rank, *at) == (self.coll.rank(), step + 1) {
+                match kind.as_str() {
+                    // SAFETY: kill(2) on our own pid; nothing to clean up, that is the test
+                    "kill" => unsafe {
+                        libc::kill(libc::getpid(), libc::SIGKILL);
+                    },
+                    _ => panic!("SCRATCHGPT_TEST_FAULT: rank {rank} panics at step {at}"),
+                }
+            }
+        }
         let parts = parts_of_rank(self.coll.rank(), self.coll.size(), grad_accum);
         let (mut loss_sum, mut tokens) = (0.0f32, 0u64);
         for (m, part) in parts.iter().enumerate() {

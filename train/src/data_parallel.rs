@@ -129,10 +129,15 @@ pub struct StepTotals {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CommStats {
     pub steps: usize,
-    /// Inside the bucket all-reduces, packing and unpacking included (the communication thread).
+    /// Inside the buckets' all-reduce calls (the communication thread), waiting for the other
+    /// ranks included.
     pub reduce_secs: f64,
+    /// Packing gradients into buckets and the sums back (the communication thread).
+    pub copy_secs: f64,
     /// Waiting for them after the backward pass ended: the part overlap did not hide.
     pub exposed_secs: f64,
+    /// Whether the reduction overlapped the backward pass.
+    pub overlap: bool,
 }
 
 impl CommStats {
@@ -140,10 +145,12 @@ impl CommStats {
     pub fn summary_line(&self) -> String {
         let per = |x: f64| x / self.steps.max(1) as f64;
         format!(
-            "gradient all-reduce: {:.3}s per step on the communication thread, {:.3}s of it after the backward pass ended (not hidden by it), over {} steps",
+            "gradient all-reduce per step: {:.3}s in MPI calls and {:.3}s copying on the communication thread; the step waited {:.3}s for it after the backward pass (over {} steps{})",
             per(self.reduce_secs),
+            per(self.copy_secs),
             per(self.exposed_secs),
-            self.steps
+            self.steps,
+            if self.overlap { "" } else { ", overlap off" }
         )
     }
 }
@@ -324,15 +331,17 @@ impl<'a> DataParallel<'a> {
     fn backward_and_reduce(&mut self, loss: &Tensor) {
         let n = self.buckets.len();
         let (coll, params, buckets) = (self.coll, &self.params, &self.buckets);
-        let (reduce_secs, exposed_secs) = std::thread::scope(|s| {
+        let ((reduce_secs, copy_secs), exposed_secs) = std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<usize>();
             let comm = s.spawn(move || {
                 let (mut send, mut recv) = (Vec::new(), Vec::new());
-                let t = Instant::now();
+                let (mut reduce, mut total) = (0.0, 0.0);
                 for k in rx {
-                    reduce_bucket(coll, params, &buckets[k], &mut send, &mut recv);
+                    let t = Instant::now();
+                    reduce += reduce_bucket(coll, params, &buckets[k], &mut send, &mut recv);
+                    total += t.elapsed().as_secs_f64();
                 }
-                t.elapsed().as_secs_f64()
+                (reduce, total - reduce)
             });
             let mut ready = vec![0usize; n];
             let mut next = 0;
@@ -361,6 +370,8 @@ impl<'a> DataParallel<'a> {
         });
         self.stats.steps += 1;
         self.stats.reduce_secs += reduce_secs;
+        self.stats.copy_secs += copy_secs;
+        self.stats.overlap = self.overlap;
         self.stats.exposed_secs += exposed_secs;
     }
 }
@@ -368,13 +379,14 @@ impl<'a> DataParallel<'a> {
 /// Sums one bucket over the ranks: its pieces packed into `send`, followed by one marker per
 /// piece (1 if this rank has a gradient for that parameter), all-reduced into `recv`, unpacked.
 /// A parameter no rank has a gradient for keeps none (AdamW skips it, as in one process).
+/// Returns the seconds spent in the all-reduce itself.
 fn reduce_bucket(
     coll: &dyn Collective,
     params: &[Tensor],
     bucket: &[Piece],
     send: &mut Vec<f32>,
     recv: &mut Vec<f32>,
-) {
+) -> f64 {
     send.clear();
     for piece in bucket {
         params[piece.param].with_grad(|g| match g {
@@ -386,7 +398,9 @@ fn reduce_bucket(
         send.push(params[piece.param].with_grad(|g| g.is_some()) as u8 as f32);
     }
     recv.resize(send.len(), 0.0);
+    let t = Instant::now();
     coll.all_reduce_sum_into(send, recv);
+    let reduce_secs = t.elapsed().as_secs_f64();
     let markers = &recv[recv.len() - bucket.len()..];
     let mut at = 0;
     for (piece, &marker) in bucket.iter().zip(markers) {
@@ -401,6 +415,7 @@ fn reduce_bucket(
         }
         p.update_grad(|g| g[piece.range.clone()].copy_from_slice(sum));
     }
+    reduce_secs
 }
 
 #[cfg(test)]

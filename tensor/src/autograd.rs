@@ -205,6 +205,16 @@ impl Tensor {
     /// (`dout`, row-major, same number of elements). PyTorch: `t.backward(gradient=dout)`.
     #[track_caller]
     pub fn backward_with(&self, dout: &[f32]) {
+        self.backward_with_leaf_hook(dout, &mut |_| {});
+    }
+
+    /// [`Tensor::backward_with`], calling `on_leaf_grad(leaf)` as soon as a leaf's gradient of
+    /// this pass is complete and added into its `.grad()`: right after the last op that used the
+    /// leaf ran its backward rule, while the rest of the pass is still to come. Data-parallel
+    /// training starts summing those gradients across processes there (PyTorch DDP's gradient
+    /// hooks). Each leaf that gets a gradient is reported exactly once.
+    #[track_caller]
+    pub fn backward_with_leaf_hook(&self, dout: &[f32], on_leaf_grad: &mut dyn FnMut(&Tensor)) {
         assert!(
             self.is_requires_grad(),
             "backward: tensor of shape {:?} does not require grad (no leaf with requires_grad, or built under no_grad)",
@@ -216,14 +226,57 @@ impl Tensor {
             "backward_with: dout length mismatch"
         );
         let order = topological_order(self);
+        // how many ops of this pass still have to add into each leaf's gradient
+        let mut pending: HashMap<u64, usize> = HashMap::new();
+        for t in &order {
+            if let Some(g) = t.0.grad_fn.lock().unwrap().as_ref() {
+                for input in g
+                    .inputs
+                    .iter()
+                    .filter(|i| i.is_leaf() && i.is_requires_grad())
+                {
+                    *pending.entry(input.id()).or_default() += 1;
+                }
+            }
+        }
         let mut grads = GradStore {
             map: HashMap::new(),
         };
         grads.map.insert(self.id(), dout.to_vec());
+        // one op of the pass is done with its inputs: a leaf whose last user that was gets its
+        // gradient now
+        fn used(
+            inputs: &[Tensor],
+            grads: &mut GradStore,
+            pending: &mut HashMap<u64, usize>,
+            on_leaf_grad: &mut dyn FnMut(&Tensor),
+        ) {
+            for leaf in inputs
+                .iter()
+                .filter(|i| i.is_leaf() && i.is_requires_grad())
+            {
+                let left = pending.get_mut(&leaf.id()).expect("counted above");
+                *left -= 1;
+                if *left == 0 {
+                    if let Some(dl) = grads.take(leaf) {
+                        leaf.accumulate_grad(dl);
+                        on_leaf_grad(leaf);
+                    }
+                }
+            }
+        }
         for t in &order {
-            let Some(dt) = grads.take(t) else { continue };
+            let Some(dt) = grads.take(t) else {
+                // no gradient reached this op: it adds nothing to its inputs
+                if let Some(g) = t.0.grad_fn.lock().unwrap().as_ref() {
+                    used(&g.inputs, &mut grads, &mut pending, on_leaf_grad);
+                }
+                continue;
+            };
             if t.is_leaf() {
+                // only the root can still hold a leaf's gradient here
                 t.accumulate_grad(dt);
+                on_leaf_grad(t);
                 continue;
             }
             let grad_fn = t.0.grad_fn.lock().unwrap().take();
@@ -235,6 +288,7 @@ impl Tensor {
                 );
             };
             grad_fn.op.backward(&grad_fn.inputs, t, &dt, &mut grads);
+            used(&grad_fn.inputs, &mut grads, &mut pending, on_leaf_grad);
             // grad_fn dropped here: the saved activations of this op are freed now.
         }
     }
@@ -263,6 +317,21 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leaf_hook_fires_once_per_leaf_as_soon_as_its_gradient_is_complete() {
+        // y = sum((a·b)·c): c's gradient is complete after the last op (the first to run
+        // backward), a's and b's after the product; a is used twice (diamond) and still
+        // reported once, with both contributions: d/da sum(a·a·c) = 2·a·c = 12 at a=2, c=3.
+        let a = Tensor::scalar(2.0).requires_grad();
+        let c = Tensor::scalar(3.0).requires_grad();
+        let y = (&(&a * &a) * &c).sum_all();
+        let mut seen = Vec::new();
+        y.backward_with_leaf_hook(&[1.0], &mut |t| {
+            seen.push((t.id(), t.grad().unwrap().item()))
+        });
+        assert_eq!(seen, vec![(c.id(), 4.0), (a.id(), 12.0)]);
+    }
 
     #[test]
     fn diamond_graph_accumulates() {

@@ -403,6 +403,20 @@ impl Tensor {
         }
     }
 
+    /// Replaces the accumulated gradient with `values` (same number of elements): where
+    /// data-parallel training writes back a gradient summed over processes.
+    #[track_caller]
+    pub fn set_grad(&self, values: Vec<f32>) {
+        assert_eq!(
+            values.len(),
+            self.numel(),
+            "set_grad: {} values for a tensor of shape {:?}",
+            values.len(),
+            self.shape()
+        );
+        *self.0.grad.lock().unwrap() = Some(Arc::new(values));
+    }
+
     pub(crate) fn accumulate_grad(&self, dx: Vec<f32>) {
         let mut slot = self.0.grad.lock().unwrap();
         match slot.as_mut() {

@@ -195,6 +195,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         eprintln!("error: {e}");
         return 1;
     }
+    // several processes started by mpirun only make sense for `train`: the others would each
+    // do the same work, all printing and writing
+    let processes = crate::collective::launched_size();
+    if processes > 1 && !matches!(cli.command, Command::Train(_)) {
+        eprintln!(
+            "error: only `scratchgpt train` runs on several processes; this command was started as one of {processes} (run it without mpirun)"
+        );
+        return 1;
+    }
     let result = match &cli.command {
         Command::Train(a) => train_command(a),
         Command::Generate(a) => generate_command(a),

@@ -13,6 +13,7 @@
 //! | 5.2 | the training loop, evaluation, samples | [`trainer`] |
 //! | appendix D | warm-up, cosine decay, gradient clipping | [`settings`], [`trainer`] |
 //! | — | checkpoints and resuming | [`checkpoint`] |
+//! | — | data-parallel training on several processes (MPI) | [`data_parallel`], [`collective`] |
 //! | — | GPT-2 by name from the Hugging Face cache or hub | [`hub`] |
 //! | — | run directories: runs never overwrite each other | [`run_dir`] |
 //! | — | metrics and the loss plot | [`metrics`] |
@@ -26,10 +27,12 @@ pub mod bench;
 pub mod checkpoint;
 pub mod classification;
 pub mod cli;
+pub mod collective;
 pub mod commands;
 pub mod context_bench;
 pub mod corpus;
 pub mod data;
+pub mod data_parallel;
 pub mod error;
 pub mod figures;
 pub mod hub;

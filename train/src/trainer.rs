@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use tensor::{no_grad, AdamW, Optimizer, Rng, Tensor};
 
 use crate::checkpoint::{self, fingerprint, TrainerState};
+use crate::collective::{Collective, SingleProcess};
 use crate::data::{split_text, DataLoader, EpochOrder, TokenWindows};
 use crate::error::{io_error, TrainError};
 use crate::memory::check_fits;
@@ -63,6 +64,15 @@ pub struct RunOptions {
     pub progress: bool,
     /// Print nothing but errors.
     pub quiet: bool,
+    /// The processes training together ([`crate::data_parallel`]); `None`: this one alone.
+    pub collective: Option<Arc<dyn Collective>>,
+}
+
+impl RunOptions {
+    /// The processes training together (one when none were given).
+    pub fn collective(&self) -> &dyn Collective {
+        self.collective.as_deref().unwrap_or(&SingleProcess)
+    }
 }
 
 /// How a run ended.
@@ -87,8 +97,10 @@ struct Reporter {
 
 impl Reporter {
     /// A progress bar over `total` steps, starting at `done` (only on a terminal).
-    fn new(opts: &RunOptions, total: usize, done: usize) -> Reporter {
-        let show_bar = opts.progress && !opts.quiet && std::io::stderr().is_terminal();
+    /// Nothing is shown unless `root` (rank 0 of a data-parallel run, or the only process).
+    fn new(opts: &RunOptions, total: usize, done: usize, root: bool) -> Reporter {
+        let quiet = opts.quiet || !root;
+        let show_bar = opts.progress && !quiet && std::io::stderr().is_terminal();
         let bar = show_bar.then(|| {
             let b = ProgressBar::new(total as u64);
             b.set_style(
@@ -100,10 +112,7 @@ impl Reporter {
             b.set_position(done as u64);
             b
         });
-        Reporter {
-            bar,
-            quiet: opts.quiet,
-        }
+        Reporter { bar, quiet }
     }
 
     fn progress(&self, step: usize, loss: f32, tokens_per_second: f32) {
@@ -770,11 +779,20 @@ pub fn train_loop(
         save,
     } = session;
     let s = state.settings.clone();
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_error(&opts.out_dir, e))?;
+    // data-parallel: several processes share each batch; rank 0 alone prints and writes
+    let coll = opts.collective();
+    let root = coll.rank() == 0;
+    let mut dp = match coll.size() {
+        1 => None,
+        _ => Some(crate::data_parallel::start(coll, opt, state)?),
+    };
+    if root {
+        std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_error(&opts.out_dir, e))?;
+    }
     let nb = task.batches_per_epoch();
     let total = planned_steps(&s, nb);
     let params = opt.params.clone();
-    let rep = Reporter::new(opts, total, state.step);
+    let rep = Reporter::new(opts, total, state.step, root);
     let base_elapsed = state.elapsed_secs;
     let mut step_losses = Vec::new();
     let (mut train_secs, mut train_tokens) = (0.0f64, 0u64);
@@ -787,6 +805,9 @@ pub fn train_loop(
             state.rng = ctx.rng().state();
             state.adam_t = opt.t;
             state.elapsed_secs = base_elapsed + started.elapsed().as_secs_f64();
+            if !root {
+                return Ok((state.step, opts.out_dir.clone())); // rank 0 writes
+            }
             let path = save(opt, state)?;
             if let Some(hook) = &opts.on_checkpoint {
                 hook();
@@ -804,22 +825,46 @@ pub fn train_loop(
             let lr = s.lr_at(state.step, total);
             opt.set_lr(lr);
             opt.zero_grad();
-            // the batch in `grad_accum` parts, their gradients adding up in the parameters'
-            // gradients; the step's loss is the sum of the parts' weighted losses
-            let (mut lv, mut n_tokens) = (0.0f32, 0u64);
-            for index in 0..s.grad_accum {
-                let part = MicroBatch {
-                    index,
-                    count: s.grad_accum,
-                };
-                let (loss, n) = task.batch_loss(&state.order, state.batch_in_epoch, part)?;
-                let l = loss.item();
-                if !l.is_finite() {
-                    return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+            let (lv, n_tokens, stop_asked) = match dp.as_mut() {
+                None => {
+                    // the batch in `grad_accum` parts, their gradients adding up in the
+                    // parameters' gradients; the step's loss is the sum of the parts' weighted
+                    // losses
+                    let (mut lv, mut n_tokens) = (0.0f32, 0u64);
+                    for index in 0..s.grad_accum {
+                        let part = MicroBatch {
+                            index,
+                            count: s.grad_accum,
+                        };
+                        let (loss, n) =
+                            task.batch_loss(&state.order, state.batch_in_epoch, part)?;
+                        let l = loss.item();
+                        if !l.is_finite() {
+                            return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+                        }
+                        loss.backward();
+                        (lv, n_tokens) = (lv + l, n_tokens + n);
+                    }
+                    (lv, n_tokens, false)
                 }
-                loss.backward();
-                (lv, n_tokens) = (lv + l, n_tokens + n);
-            }
+                Some(dp) => {
+                    // this rank's parts, the gradients summed over every rank
+                    let t = dp.step(
+                        task,
+                        ctx,
+                        &state.order,
+                        state.batch_in_epoch,
+                        state.step,
+                        s.seed,
+                        s.grad_accum,
+                        opts.stop.load(Ordering::Relaxed),
+                    )?;
+                    if !t.loss.is_finite() {
+                        return Err(non_finite("loss", state.step + 1, &opts.out_dir));
+                    }
+                    (t.loss, t.tokens, t.stop)
+                }
+            };
             clip_gradients(&params, s.grad_clip)
                 .map_err(|()| non_finite("gradient", state.step + 1, &opts.out_dir))?;
             opt.step();
@@ -833,7 +878,9 @@ pub fn train_loop(
             let tps = (window_tokens as f64 / window_secs.max(1e-9)) as f32;
             rep.progress(state.step, lv, tps);
             // the book evaluates after the 1st step and then every eval_freq steps: 1, 6, 11, …
-            if (state.step - 1).is_multiple_of(s.eval_freq) {
+            if (state.step - 1).is_multiple_of(s.eval_freq) && !root {
+                (window_secs, window_tokens) = (0.0, 0); // rank 0 evaluates
+            } else if (state.step - 1).is_multiple_of(s.eval_freq) {
                 ctx.eval();
                 // the orders are drawn first: the generator must not stay locked while the
                 // model runs (its layers take the lock)
@@ -855,7 +902,10 @@ pub fn train_loop(
                 state.history.push(rec);
                 write_metrics(&opts.out_dir, &state.history, title)?;
             }
-            let stop = opts.stop.load(Ordering::Relaxed) || opts.stop_at_step == Some(state.step);
+            let stop = match dp {
+                None => opts.stop.load(Ordering::Relaxed),
+                Some(_) => stop_asked, // every rank stops at the same step
+            } || opts.stop_at_step == Some(state.step);
             let periodic = s.save_every.is_some_and(|k| state.step.is_multiple_of(k));
             if stop || periodic {
                 last_saved = Some(checkpoint_now(state, opt)?);
@@ -872,7 +922,7 @@ pub fn train_loop(
         }
         if state.batch_in_epoch >= nb {
             ctx.eval();
-            if let Some(line) = task.end_of_epoch(state.epoch + 1) {
+            if let Some(line) = root.then(|| task.end_of_epoch(state.epoch + 1)).flatten() {
                 rep.line(&line);
                 // kept for the run's report page (crate::report)
                 crate::report::record_epoch_line(
@@ -895,8 +945,12 @@ pub fn train_loop(
         _ => checkpoint_now(state, opt)?.1,
     };
     rep.finish();
-    if !state.history.is_empty() {
+    if root && !state.history.is_empty() {
         write_metrics(&opts.out_dir, &state.history, title)?;
+    }
+    if let Some(dp) = &dp {
+        coll.barrier(); // the others end once rank 0's last checkpoint is written
+        rep.line(&dp.stats.summary_line());
     }
     Ok(RunSummary {
         steps: state.step,

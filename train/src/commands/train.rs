@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::checkpoint;
 use crate::cli::{read_text_file, stop_on_ctrl_c};
+use crate::collective::{Collective, World};
 use crate::error::TrainError;
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::{TokenizerSpec, TrainSettings, TRAIN_PRESETS};
@@ -359,8 +360,44 @@ fn absolute(files: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Returns the exit status: 0 when the run finished, 130 when it was interrupted (after
-/// saving).
+/// saving). Started by `mpirun -np W` (with the `mpi` feature), the W processes train together
+/// ([`crate::data_parallel`]); an error on any of them ends them all.
 pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
+    let world = World::from_environment()?; // ends MPI when dropped, after the run
+    let coll = world.collective.clone();
+    match train_in(a, coll.clone()) {
+        Err(e) if coll.size() > 1 => {
+            match coll.rank() {
+                0 => eprintln!("error: {e}"),
+                r => eprintln!("error: rank {r} of {}: {e}", coll.size()),
+            }
+            // the other ranks may be waiting for this one in a collective
+            coll.abort(1)
+        }
+        result => result,
+    }
+}
+
+/// The processes of a data-parallel run and their threads, for the first lines of a run:
+/// `2 processes (Open MPI v4.1.4), threads per process: 1, 1`.
+fn describe_world(coll: &dyn Collective) -> String {
+    let mut threads = vec![0.0f64; coll.size()];
+    threads[coll.rank()] = rayon::current_num_threads() as f64;
+    coll.all_reduce_sum_f64(&mut threads); // every slot filled by one rank: exact
+    let list: Vec<String> = threads.iter().map(|t| t.to_string()).collect();
+    format!(
+        "data-parallel: {} processes ({}), threads per process: {}",
+        coll.size(),
+        coll.describe(),
+        list.join(", ")
+    )
+}
+
+fn train_in(a: &TrainArgs, coll: Arc<dyn Collective>) -> Result<i32, TrainError> {
+    // with several processes, rank 0 alone prints and writes the run directory
+    let root = coll.rank() == 0;
+    let world_line = (coll.size() > 1).then(|| describe_world(coll.as_ref()));
+    let quiet = a.quiet || !root;
     // What to train, on what, and where: everything the user gave is checked before anything
     // is written.
     let (settings, data_files, out) = match &a.resume {
@@ -401,20 +438,27 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
     };
     let data_files = absolute(&data_files);
     let out = match out {
-        Some(out) => out,
-        None => match &a.out {
+        Some(out) => Some(out),
+        None if !root => None, // only rank 0 makes or replaces the run directory
+        None => Some(match &a.out {
             Some(dir) => OutDir::at(dir, a.force)?,
             None => OutDir::new_numbered(Path::new(RUNS_ROOT))?,
-        },
+        }),
     };
-    let out = Arc::new(out);
+    let out = out.map(Arc::new);
+    // ranks other than 0 write nothing; the path only names the run in their messages
+    let out_path = match (&out, &a.out) {
+        (Some(out), _) => out.path.clone(),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => PathBuf::from(RUNS_ROOT),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_ctrl_c(stop.clone());
     let hook_out = out.clone();
     let opts = RunOptions {
-        out_dir: out.path.clone(),
+        out_dir: out_path.clone(),
         data_files: Some(data_files.clone()),
-        on_checkpoint: Some(Arc::new(move || hook_out.checkpoint_written())),
+        on_checkpoint: hook_out.map(|o| Arc::new(move || o.checkpoint_written()) as Arc<_>),
         resume: a.resume.clone(),
         resume_epochs: a.epochs.filter(|_| a.resume.is_some()),
         resume_max_steps: a.max_steps.filter(|_| a.resume.is_some()),
@@ -423,10 +467,14 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
         stop_at_step: a.stop_at_step,
         min_secs_between_epoch_saves: a.save_minutes.max(0.0) * 60.0,
         progress: true,
-        quiet: a.quiet,
+        quiet,
+        collective: Some(coll.clone()),
     };
-    if !a.quiet {
+    if !quiet {
         println!("{}", tensor::kernels::describe());
+        if let Some(line) = &world_line {
+            println!("{line}");
+        }
         let source = trainer::describe_data(Some(&data_files));
         let preset = match a.resume {
             Some(_) => String::new(),
@@ -443,7 +491,7 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
         };
         println!(
             "training on {source} ({size}){preset}, writing to {}",
-            out.path.display()
+            out_path.display()
         );
         if token_data.is_none() && text.len() as u64 > TOKENIZE_HINT_BYTES {
             println!(
@@ -459,11 +507,13 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
     let summary = match trainer::run(data, settings, &opts) {
         Ok(summary) => summary,
         Err(e) => {
-            out.abandon();
+            if let Some(out) = &out {
+                out.abandon();
+            }
             return Err(e);
         }
     };
-    if !a.quiet {
+    if !quiet {
         println!(
             "{} after {} steps ({} tokens) in {:.1}s, {:.0} training tokens/s",
             if summary.interrupted {
@@ -477,10 +527,10 @@ pub fn train_command(a: &TrainArgs) -> Result<i32, TrainError> {
             summary.train_tokens_per_second
         );
         println!("checkpoint: {}", summary.checkpoint.display());
-        println!("loss plot:  {}", out.path.join("loss.svg").display());
+        println!("loss plot:  {}", out_path.join("loss.svg").display());
         println!(
             "try:        scratchgpt generate --checkpoint {} --prompt \"Every effort moves you\"",
-            out.path.display()
+            out_path.display()
         );
     }
     Ok(if summary.interrupted { 130 } else { 0 })

@@ -3,12 +3,10 @@
 
 mod common;
 
+use common::{assert_ok, assert_one_line_error, bin};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scratchgpt"))
-}
 
 fn tmp(name: &str) -> PathBuf {
     common::fresh_dir(&format!("cli-{name}"))
@@ -16,21 +14,6 @@ fn tmp(name: &str) -> PathBuf {
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("binary runs")
-}
-
-/// Asserts the command failed with exactly one line on stderr containing `needle`.
-#[track_caller]
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line expected, got: {stderr}"
-    );
-    assert!(stderr.starts_with("error"), "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
@@ -272,16 +255,6 @@ fn train_in(cwd: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("binary runs")
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn latest_step(run: &Path) -> usize {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{assert_ok, assert_one_line_error};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -14,26 +16,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("binary runs")
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Asserts the command failed with exactly one line on stderr, an `error:` containing `needle`.
-#[track_caller]
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
 }
 
 /// Tags open and close in order, attributes are quoted, and the document is one element

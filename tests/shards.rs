@@ -4,44 +4,25 @@
 
 mod common;
 
+use common::{assert_ok, bin};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use train::shards::{Manifest, ShardWriter, TokenWidth, MANIFEST_FORMAT};
 use train::token_data::open_token_data;
 use train::trainer::{run, RunOptions};
 use train::{Tokenizer, TokenizerSpec, TrainSettings};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scratchgpt"))
-}
-
 fn run_bin(args: &[&str]) -> Output {
     bin().args(args).output().expect("binary runs")
 }
 
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+/// [`common::assert_one_line_error`] with every one of `needles` in the line.
 #[track_caller]
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line expected: {stderr}"
-    );
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "expected {n:?} in: {stderr}");
+    for needle in needles {
+        common::assert_one_line_error(out, needle);
     }
 }
 

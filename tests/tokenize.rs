@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{assert_ok, assert_one_line_error, bin};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,10 +15,6 @@ use std::time::{Duration, Instant};
 use train::shards::{Manifest, Shard};
 use train::tokenize::{Split, ValSplit};
 use train::Tokenizer;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scratchgpt"))
-}
 
 fn tmp(name: &str) -> PathBuf {
     common::fresh_dir(&format!("tokenize-{name}"))
@@ -28,31 +26,6 @@ fn run(args: &[&str]) -> Output {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Asserts the command failed with exactly one line on stderr containing `needle`.
-#[track_caller]
-fn assert_one_line_error(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line expected, got: {stderr}"
-    );
-    assert!(stderr.starts_with("error"), "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// Generated prose with odd whitespace (Windows line ends, tabs, runs of spaces before

@@ -97,7 +97,9 @@ fn mpirun(np: usize, args: &[String], env: &[(&str, &str)], timeout_secs: u64) -
         .args(args)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("MPIEXEC_TIMEOUT", timeout_secs.to_string());
+        .env("MPIEXEC_TIMEOUT", timeout_secs.to_string())
+        // one thread per rank here, where the overlap is off by default: keep it tested
+        .env("SCRATCHGPT_DDP_OVERLAP", "1");
     for (k, v) in env {
         c.env(k, v);
     }

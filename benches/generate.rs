@@ -37,6 +37,7 @@ fn main() {
             sampling: Sampling::greedy(),
             eos_id: None,
             use_cache,
+            id_limit: None,
         };
         let name = if use_cache { "kv_cache" } else { "no_cache" };
         g.bench_function(BenchmarkId::from_parameter(name), |bch| {

@@ -394,3 +394,98 @@ fn damaged_or_mismatched_token_data_is_one_line_naming_the_file() {
     std::fs::write(&text, "some text").unwrap();
     check(&[&bytes_dir, &text], &[], &["mixes token files"]);
 }
+
+/// nanoGPT's `train.bin` / `val.bin`: headerless little-endian uint16 GPT-2 ids.
+fn nanogpt_dir(name: &str) -> PathBuf {
+    let ids = Tokenizer::gpt2()
+        .unwrap()
+        .encode(train::corpus::DEFAULT_CORPUS);
+    let raw = |part: &[usize]| {
+        part.iter()
+            .flat_map(|&t| (t as u16).to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let dir = common::fresh_dir(name);
+    std::fs::write(dir.join("train.bin"), raw(&ids[600..])).unwrap();
+    std::fs::write(dir.join("val.bin"), raw(&ids[..600])).unwrap();
+    dir
+}
+
+fn model_vocab(run_dir: &Path) -> usize {
+    let ckpt = train::checkpoint::resolve(run_dir).unwrap();
+    model::weights::read_config(&ckpt.join(model::weights::CONFIG_FILE))
+        .unwrap()
+        .vocab_size
+}
+
+#[test]
+fn vocab_size_pads_the_model_and_generation_stays_inside_the_tokenizer() {
+    let out = common::fresh_dir("shards-vocab-size");
+    // bytes (257 ids) padded to 1024: three of every four rows are ids no tokenizer decodes,
+    // so sampling at a high temperature would hit them at once if it were not limited
+    let own = own_token_dir("vocab-own");
+    let run_dir = out.join("bytes-1024");
+    assert_ok(&train_on(
+        &[&own],
+        &run_dir,
+        &["--max-steps", "2", "--vocab-size", "1024"],
+    ));
+    assert_eq!(model_vocab(&run_dir), 1024);
+    let g = run_bin(&[
+        "generate",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        "--prompt",
+        "Once",
+        "--temperature",
+        "20",
+        "--max-new-tokens",
+        "100",
+        "--seed",
+        "0",
+    ]);
+    assert_ok(&g);
+    // each new id decodes to a byte, printed as itself or as 3 bytes of U+FFFD; an id of the
+    // padding decodes to nothing, so unlimited sampling (3/4 of the ids are padding) would
+    // print about 25 of them (this seed reaches no end-of-text in the first 100, measured)
+    assert!(
+        g.stdout.len() >= "Once".len() + 90,
+        "{} bytes: {:?}",
+        g.stdout.len(),
+        String::from_utf8_lossy(&g.stdout)
+    );
+    let e = run_bin(&[
+        "eval",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        "--data",
+        own.to_str().unwrap(),
+    ]);
+    assert_ok(&e);
+    // the setting is the run's: resuming keeps it and refuses to change it
+    let r = run_bin(&[
+        "train",
+        "--resume",
+        run_dir.to_str().unwrap(),
+        "--vocab-size",
+        "2048",
+    ]);
+    assert_one_line_error(&r, &["--vocab-size cannot change when resuming"]);
+    // smaller than the tokenizer's vocabulary: refused
+    let r = train_on(&[&own], &out.join("bytes-100"), &["--vocab-size", "100"]);
+    assert_one_line_error(&r, &["--vocab-size 100", "257 ids"]);
+    assert!(!out.join("bytes-100").join("checkpoint").exists());
+
+    // nanoGPT's files, padded to its 50304
+    let nano = nanogpt_dir("shards-vocab-nanogpt");
+    let run_dir = out.join("nanogpt-50304");
+    assert_ok(&train_on(
+        &[&nano],
+        &run_dir,
+        &["--max-steps", "1", "--vocab-size", "50304"],
+    ));
+    assert_eq!(model_vocab(&run_dir), 50304);
+    // a character-level vocabulary cannot be read from headerless ids: the line says what to do
+    let r = train_on(&[&nano], &out.join("nanogpt-65"), &["--vocab-size", "65"]);
+    assert_one_line_error(&r, &["--vocab-size 65", "50257", "headerless", "meta.pkl"]);
+}

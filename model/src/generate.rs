@@ -154,6 +154,20 @@ pub struct GenerateOptions {
     pub eos_id: Option<usize>,
     /// Reuse keys and values of earlier positions (faster; same result).
     pub use_cache: bool,
+    /// Choose only ids below this: a model whose vocabulary was padded past its tokenizer's
+    /// (nanoGPT's 50,304 rows for GPT-2's 50,257 ids) has logits for ids no tokenizer can
+    /// decode. `None`: every id of the model.
+    pub id_limit: Option<usize>,
+}
+
+impl GenerateOptions {
+    /// The logits sampling may choose from (all of them, or the first `id_limit`).
+    fn candidates<'a>(&self, logits: &'a [f32]) -> &'a [f32] {
+        match self.id_limit {
+            Some(n) if n < logits.len() => &logits[..n],
+            _ => logits,
+        }
+    }
 }
 
 /// Generates up to `max_new_tokens` ids after `prompt` (book 5.3 `generate`), calling
@@ -201,7 +215,7 @@ pub fn generate(
         };
         let t = logits.size(1);
         let last = logits.narrow(1, t - 1, 1).to_vec();
-        let next = sample_next(&last, &opts.sampling, rng);
+        let next = sample_next(opts.candidates(&last), &opts.sampling, rng);
         ids.push(next);
         on_token(next);
         if opts.eos_id == Some(next) {
@@ -289,12 +303,34 @@ mod tests {
                 sampling: Sampling::greedy(),
                 eos_id: None,
                 use_cache,
+                id_limit: None,
             };
             let mut streamed = Vec::new();
             let out = generate(&m, &prompt, &opts, &mut Rng::seed(0), |t| streamed.push(t));
             assert_eq!(out, simple, "use_cache = {use_cache}");
             assert_eq!(&out[3..], &streamed[..]);
         }
+    }
+
+    #[test]
+    fn a_padded_vocabulary_is_never_sampled_past_the_id_limit() {
+        let m = model(); // 17 ids; pretend the tokenizer knows only the first 5
+        let free = |id_limit| {
+            let opts = GenerateOptions {
+                max_new_tokens: 200,
+                sampling: Sampling {
+                    temperature: 5.0, // nearly uniform: every id has a fair chance
+                    top_k: None,
+                    top_p: None,
+                },
+                eos_id: None,
+                use_cache: true,
+                id_limit,
+            };
+            generate(&m, &[1], &opts, &mut Rng::seed(3), |_| {})
+        };
+        assert!(free(None).iter().any(|&id| id >= 5), "without a limit");
+        assert!(free(Some(5)).iter().all(|&id| id < 5), "with the limit");
     }
 
     #[test]
@@ -307,6 +343,7 @@ mod tests {
             sampling: Sampling::greedy(),
             eos_id: Some(first),
             use_cache: true,
+            id_limit: None,
         };
         assert_eq!(
             generate(&m, &[4], &opts, &mut Rng::seed(0), |_| {}).len(),

@@ -174,6 +174,7 @@ pub fn run_bench() {
         sampling: Sampling::greedy(),
         eos_id: None,
         use_cache: true,
+        id_limit: None,
     };
     let secs = best_of(3, || {
         generate(

@@ -129,9 +129,10 @@ pub fn load_for_inference(path: &Path, ctx: &Context) -> Result<(GptModel, Token
     crate::memory::check_fits(&need, &format!("the model in {}", dir.display()))?;
     let model = weights::load_model_with(&dir, ctx, LoadOptions { check_finite: true })?;
     let tokenizer = Tokenizer::load(&dir)?;
-    if tokenizer.vocab_size() != model.cfg.vocab_size {
+    // a model's vocabulary may be padded past its tokenizer's (train --vocab-size), not cut
+    if tokenizer.vocab_size() > model.cfg.vocab_size {
         return Err(TrainError(format!(
-            "{}: the tokenizer has {} ids but the model's vocabulary is {}",
+            "{}: the tokenizer has {} ids but the model's vocabulary only {}",
             dir.display(),
             tokenizer.vocab_size(),
             model.cfg.vocab_size

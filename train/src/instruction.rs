@@ -338,6 +338,7 @@ pub fn respond(
         sampling: Sampling::greedy(),
         eos_id: tok.end_of_text(),
         use_cache: true,
+        id_limit: Some(tok.vocab_size()),
     };
     let out = generate(model, prompt, &opts, &mut Rng::seed(0), |_| {});
     let mut new = out[prompt.len()..].to_vec();

@@ -89,6 +89,13 @@ pub struct TrainSettings {
     /// large batch fits in the memory of a small one.
     #[serde(default = "one")]
     pub grad_accum: usize,
+    /// The model's vocabulary size when it is to be larger than the tokenizer's: the token
+    /// embedding and the output head get rows for ids the tokenizer never produces (nanoGPT
+    /// pads GPT-2's 50,257 to 50,304, a multiple of 64). Those ids are never targets, so
+    /// training pushes their logits down; generation never samples them. `None`: the
+    /// tokenizer's size.
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
 }
 
 fn one() -> usize {
@@ -147,6 +154,7 @@ impl TrainSettings {
             sample_tokens: 50,
             book_compat: false,
             grad_accum: 1,
+            vocab_size: None,
         };
         match name {
             "quickstart" => Ok(quick),
@@ -197,9 +205,11 @@ impl TrainSettings {
     }
 
     /// The model configuration for a tokenizer of `vocab_size` ids.
-    pub fn model_config(&self, vocab_size: usize) -> GptConfig {
+    /// The model's shape for a tokenizer of `tokenizer_vocab` ids (the vocabulary is
+    /// `--vocab-size` when given, see [`TrainSettings::check_vocab_size`]).
+    pub fn model_config(&self, tokenizer_vocab: usize) -> GptConfig {
         GptConfig {
-            vocab_size,
+            vocab_size: self.vocab_size.unwrap_or(tokenizer_vocab),
             context_length: self.context_length,
             emb_dim: self.emb_dim,
             n_heads: self.n_heads,
@@ -207,6 +217,17 @@ impl TrainSettings {
             drop_rate: self.dropout,
             qkv_bias: self.qkv_bias,
             tie_weights: self.tie_weights,
+        }
+    }
+
+    /// Checks `--vocab-size` against the tokenizer's vocabulary: it may pad it, never cut it
+    /// (a model must be able to predict every id its tokenizer produces).
+    pub fn check_vocab_size(&self, tokenizer_vocab: usize, tokenizer: &str) -> Result<(), String> {
+        match self.vocab_size {
+            Some(n) if n < tokenizer_vocab => Err(format!(
+                "--vocab-size {n} is smaller than the {tokenizer_vocab} ids of the tokenizer {tokenizer}: the model needs a row for every id its tokenizer produces (--vocab-size can only pad the vocabulary, as nanoGPT's 50304 for GPT-2)"
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -235,6 +256,12 @@ impl TrainSettings {
                 "--grad-accum {} must be at least 1 and divide --batch-size {} (the batch is split into that many equal micro-batches)",
                 self.grad_accum, self.batch_size
             ));
+        }
+        if self.vocab_size == Some(0) {
+            return Err("--vocab-size must be at least 1".into());
+        }
+        if self.vocab_size.is_some() && self.book_compat {
+            return Err("--vocab-size cannot be combined with --book-compat: the book's model has exactly GPT-2's 50257 ids, and padding changes every random draw after the embedding".into());
         }
         if self.grad_accum > 1 && self.book_compat {
             return Err("--grad-accum cannot be used with --book-compat: the book takes one step per batch, drawing its dropout masks for the whole batch at once".into());

@@ -36,6 +36,9 @@ pub struct TokenData {
     /// Identifies the data for `--resume` without reading it all: every shard's name and
     /// token count, and the manifest's checksums (or the first and last KB of each file).
     pub fingerprint: String,
+    /// Whether some file has no header (nanoGPT's `.bin`): its ids are taken to be GPT-2's,
+    /// which nothing in the file can confirm.
+    pub headerless: bool,
 }
 
 impl TokenData {
@@ -128,6 +131,7 @@ pub fn open_token_data(paths: &[PathBuf]) -> Result<TokenData, TrainError> {
     let mut train = Vec::new();
     let mut val = Vec::new();
     let mut fp = Checksum::default();
+    let mut headerless = false;
     let (tokenizer, spec) = (first.tokenizer.clone(), first.spec.clone());
     for (_, f) in all {
         for s in &f.checksums {
@@ -140,6 +144,7 @@ pub fn open_token_data(paths: &[PathBuf]) -> Result<TokenData, TrainError> {
                 if f.checksums.is_empty() {
                     fp.update(&edges(&s)?);
                 }
+                headerless |= s.offset == 0;
                 match split {
                     "train" => train.push(Arc::new(s)),
                     _ => val.push(Arc::new(s)),
@@ -154,6 +159,7 @@ pub fn open_token_data(paths: &[PathBuf]) -> Result<TokenData, TrainError> {
         tokenizer_spec: spec,
         description,
         fingerprint: fp.hex(),
+        headerless,
     };
     if data.train_tokens() == 0 {
         return Err(TrainError(format!(

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use model::generate::generate_text_simple;
+use model::generate::{generate, GenerateOptions, Sampling};
 use model::{Context, GptModel, Module};
 use rayon::prelude::*;
 use tensor::{no_grad, AdamW, Optimizer, Rng, Tensor};
@@ -296,8 +296,16 @@ pub fn sample_text(model: &GptModel, tok: &Tokenizer, start: &str, n: usize) -> 
     if ids.is_empty() {
         ids = vec![tok.end_of_text().unwrap_or(0)];
     }
-    model.eval();
-    let out = generate_text_simple(model, &ids, n, model.cfg.context_length);
+    // the book's generate_text_simple (greedy, the whole window every step), choosing only
+    // ids the tokenizer can decode (a model may be padded past them: train --vocab-size)
+    let opts = GenerateOptions {
+        max_new_tokens: n,
+        sampling: Sampling::greedy(),
+        eos_id: None,
+        use_cache: false,
+        id_limit: Some(tok.vocab_size()),
+    };
+    let out = generate(model, &ids, &opts, &mut Rng::seed(0), |_| {});
     on_one_line(&tok.decode(&out).unwrap_or_default())
 }
 
@@ -422,6 +430,15 @@ pub fn run<'a>(
                 }
                 TrainingData::Tokens(d) => d.tokenizer.clone(),
             };
+            settings
+                .check_vocab_size(tok.vocab_size(), &settings.tokenizer.to_string())
+                .map_err(|e| match data_in {
+                    TrainingData::Tokens(d) if d.headerless => TrainError(format!(
+                        "{e}; {} holds headerless ids that are read as GPT-2's: data of another tokenizer (nanoGPT's character-level sets with their meta.pkl) cannot be decoded here, tokenize its text with scratchgpt tokenize (--tokenizer bytes for characters)",
+                        d.description
+                    )),
+                    _ => TrainError(e),
+                })?;
             let (train, val, data_fingerprint) = loaders_for(data_in, &data, &settings, &tok)?;
             let cfg = settings.model_config(tok.vocab_size());
             cfg.validate().map_err(|e| TrainError(e.to_string()))?;
@@ -521,14 +538,18 @@ pub fn run<'a>(
     if state.step == 0 && !opts.quiet {
         let s = &state.settings;
         println!(
-            "model: {} parameters ({} layers, width {}, {} heads, context {}), tokenizer {} ({} ids)",
+            "model: {} parameters ({} layers, width {}, {} heads, context {}), tokenizer {} ({} ids{})",
             model.num_parameters(),
             s.n_layers,
             s.emb_dim,
             s.n_heads,
             s.context_length,
             s.tokenizer,
-            tok.vocab_size()
+            tok.vocab_size(),
+            match model.cfg.vocab_size {
+                v if v > tok.vocab_size() => format!(", padded to {v} in the model"),
+                _ => String::new(),
+            }
         );
         if let Some(need) = &need {
             println!("memory: {need} at batch {}", s.batch_size);

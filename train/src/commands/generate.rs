@@ -147,6 +147,7 @@ pub fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
         sampling,
         eos_id: tok.end_of_text(),
         use_cache: !a.no_cache,
+        id_limit: Some(tok.vocab_size()),
     };
     print!("{}", a.prompt);
     stream_to_stdout(

@@ -355,6 +355,7 @@ pub fn chat_command(a: &ChatArgs) -> Result<i32, TrainError> {
         sampling,
         eos_id: tok.end_of_text(),
         use_cache: true,
+        id_limit: Some(tok.vocab_size()),
     };
     let mut rng = Rng::seed(a.sampling.seed);
     let mut answer = |instruction: &str, input: &str| {

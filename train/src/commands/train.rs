@@ -76,6 +76,12 @@ pub struct TrainArgs {
     /// Share the token embedding with the output head, as GPT-2 does [default: off].
     #[arg(long)]
     pub tie_weights: bool,
+    /// The model's vocabulary size, when larger than the tokenizer's: pads the token embedding
+    /// and output head with rows for ids that never occur, e.g. 50304 (a multiple of 64) for
+    /// GPT-2's 50,257 as nanoGPT does; those ids are never generated. Smaller than the
+    /// tokenizer's is refused [default: the tokenizer's].
+    #[arg(long, value_name = "N")]
+    pub vocab_size: Option<usize>,
     /// Training windows per optimizer step.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
@@ -245,6 +251,9 @@ pub fn settings_from_args(a: &TrainArgs) -> Result<TrainSettings, TrainError> {
     if a.max_steps.is_some() {
         s.max_steps = a.max_steps;
     }
+    if let Some(n) = a.vocab_size {
+        s.vocab_size = Some(n);
+    }
     if let Some(n) = a.grad_accum {
         s.grad_accum = n;
     }
@@ -280,6 +289,7 @@ fn check_resume_flags(a: &TrainArgs) -> Result<(), TrainError> {
         ("--emb-dim", a.emb_dim.is_some()),
         ("--n-layers", a.n_layers.is_some()),
         ("--n-heads", a.n_heads.is_some()),
+        ("--vocab-size", a.vocab_size.is_some()),
         ("--dropout", a.dropout.is_some()),
         ("--qkv-bias", a.qkv_bias),
         ("--tie-weights", a.tie_weights),

@@ -17,7 +17,26 @@ fn main() {
     }
     tune_allocator();
     tensor::alloc_counter::mark_installed();
-    std::process::exit(train::cli::main_with_args(std::env::args_os()));
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    std::process::exit(on_a_worker_thread(move || train::cli::main_with_args(args)));
+}
+
+/// Runs the command on one of the threads of rayon's pool rather than on the main thread.
+///
+/// Every parallel loop started from a thread outside the pool is queued for the pool and
+/// the starting thread sleeps until it is done: two wake-ups through the kernel per loop, and
+/// a GPT step runs a few hundred such loops (each GEMM, layer norm, GELU, dropout, AdamW…).
+/// Started from a worker, the loop's first half runs right there and the other workers take
+/// the rest from its queue. The pool's threads get the main thread's usual 8 MB stack (Rust's
+/// spawned threads get 2 MB), as the command now runs on one of them.
+fn on_a_worker_thread(command: impl FnOnce() -> i32 + Send) -> i32 {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global();
+    if pool.is_err() {
+        return command(); // a pool already exists (cannot happen in main): run as before
+    }
+    rayon::scope(|_| command())
 }
 
 /// Training allocates and frees the same large buffers (activations, gradients) every step.

@@ -379,9 +379,7 @@ impl Tensor {
         );
         let mask = (train && p_drop > 0.0).then(|| {
             // the same draws as dropout on the [.., Tq, Tk] weights (so fused == composed)
-            let mut m = vec![0.0f32; nb * dims.tq * dims.tk];
-            rng.fill_dropout_mask(&mut m, p_drop);
-            m
+            rng.dropout_mask(nb * dims.tq * dims.tk, p_drop)
         });
         let (out, p) = forward_entries(q, k, v, mask.as_deref(), dims, nb);
         Tensor::from_op(out, q.shape(), &[q, k, v], || AttentionNode {

@@ -14,19 +14,20 @@ use crate::kernels::parallel::for_each_chunk;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng`.
-fn dropout_forward(out: &mut [f32], mask: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) {
-    rng.fill_dropout_mask(mask, p);
-    let mask = &*mask;
+/// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng`; returns the mask.
+fn dropout_forward(out: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) -> Vec<f32> {
+    let mask = rng.dropout_mask(inp.len(), p);
+    let m = &mask;
     for_each_chunk(
         out,
         #[inline(always)]
         |s, piece| {
-            for ((o, m), &x) in piece.iter_mut().zip(&mask[s..]).zip(&inp[s..]) {
+            for ((o, m), &x) in piece.iter_mut().zip(&m[s..]).zip(&inp[s..]) {
                 *o = x * m;
             }
         },
     );
+    mask
 }
 
 /// `dinp[i] += dout[i] · mask[i]`.
@@ -70,8 +71,7 @@ impl Tensor {
         }
         let inp = self.values();
         let mut out = vec![0.0; inp.len()];
-        let mut mask = vec![0.0; inp.len()];
-        dropout_forward(&mut out, &mut mask, &inp, p, rng);
+        let mask = dropout_forward(&mut out, &inp, p, rng);
         Tensor::from_op(out, self.shape(), &[self], || DropoutNode { mask })
     }
 }

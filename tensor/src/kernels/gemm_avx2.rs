@@ -34,13 +34,20 @@ impl<const MR: usize, const NV: usize> MicroKernel for Avx2Tile<MR, NV> {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
         alpha: f32,
         beta: f32,
     ) {
-        kernel::<MR, NV>(kc, a, b, c, ldc, alpha, beta)
+        // two copies of the kernel: the packed strip's strides are constants in one
+        if a_rs == 1 && a_cs == MR {
+            kernel::<MR, NV, true>(kc, a, a_rs, a_cs, b, c, ldc, alpha, beta)
+        } else {
+            kernel::<MR, NV, false>(kc, a, a_rs, a_cs, b, c, ldc, alpha, beta)
+        }
     }
 
     unsafe fn transpose(
@@ -108,21 +115,25 @@ fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
     out
 }
 
-/// The MR×(8·NV) tile `C = alpha·(Ap·Bp) + beta·C` (see [`MicroKernel::tile`]). The 12
+/// The MR×(8·NV) tile `C = alpha·(A·Bp) + beta·C` (see [`MicroKernel::tile`]). The 12
 /// accumulators stay in registers for the whole loop over k.
 ///
 /// # Safety
 /// As [`MicroKernel::tile`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const MR: usize, const NV: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel<const MR: usize, const NV: usize, const PACKED: bool>(
     kc: usize,
     mut a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     mut b: *const f32,
     c: *mut f32,
     ldc: usize,
     alpha: f32,
     beta: f32,
 ) {
+    let (a_rs, a_cs) = if PACKED { (1, MR) } else { (a_rs, a_cs) };
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     for i in 0..MR {
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
@@ -132,12 +143,12 @@ unsafe fn kernel<const MR: usize, const NV: usize>(
         _mm_prefetch::<_MM_HINT_T0>(b.add(PREFETCH_STEPS * 8 * NV) as *const i8);
         let bv: [__m256; NV] = std::array::from_fn(|h| _mm256_load_ps(b.add(8 * h)));
         for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*a.add(i));
+            let ai = _mm256_broadcast_ss(&*a.add(i * a_rs));
             for (r, &bh) in row.iter_mut().zip(&bv) {
                 *r = _mm256_fmadd_ps(ai, bh, *r);
             }
         }
-        a = a.add(MR);
+        a = a.add(a_cs);
         b = b.add(8 * NV);
     }
     let alphav = _mm256_set1_ps(alpha);

@@ -27,13 +27,20 @@ impl MicroKernel for Avx512 {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
         alpha: f32,
         beta: f32,
     ) {
-        kernel_12x32(kc, a, b, c, ldc, alpha, beta)
+        // two copies of the kernel: the packed strip's strides are constants in one
+        if a_rs == 1 && a_cs == 12 {
+            kernel_12x32::<true>(kc, a, a_rs, a_cs, b, c, ldc, alpha, beta)
+        } else {
+            kernel_12x32::<false>(kc, a, a_rs, a_cs, b, c, ldc, alpha, beta)
+        }
     }
 
     unsafe fn transpose(
@@ -105,21 +112,25 @@ fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
     out
 }
 
-/// The 12×32 tile `C = alpha·(Ap·Bp) + beta·C` (see [`MicroKernel::tile`]). The 24
+/// The 12×32 tile `C = alpha·(A·Bp) + beta·C` (see [`MicroKernel::tile`]). The 24
 /// accumulators stay in registers for the whole loop over k.
 ///
 /// # Safety
 /// As [`MicroKernel::tile`].
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_12x32(
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_12x32<const PACKED: bool>(
     kc: usize,
     mut a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     mut b: *const f32,
     c: *mut f32,
     ldc: usize,
     alpha: f32,
     beta: f32,
 ) {
+    let (a_rs, a_cs) = if PACKED { (1, 12) } else { (a_rs, a_cs) };
     let mut acc = [[_mm512_setzero_ps(); 2]; 12];
     for i in 0..12 {
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
@@ -131,11 +142,11 @@ unsafe fn kernel_12x32(
         let b0 = _mm512_load_ps(b);
         let b1 = _mm512_load_ps(b.add(16));
         for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*a.add(i));
+            let ai = _mm512_set1_ps(*a.add(i * a_rs));
             row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
             row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
         }
-        a = a.add(12);
+        a = a.add(a_cs);
         b = b.add(32);
     }
     let alphav = _mm512_set1_ps(alpha);

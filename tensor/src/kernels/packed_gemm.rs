@@ -14,11 +14,15 @@
 //! ```text
 //! for each block of NC columns of C            (B block: KC×NC, lives in L2)
 //!   for each slice of KC along k               pack B[pc.., jc..] into NR-wide panels
-//!     for each MR-row strip of C               pack A[ir.., pc..] (MR×KC, lives in L1)
+//!     for each MR-row strip of C               pack A[ir.., pc..] (MR×KC, lives in L1),
+//!                                              unless it is row-major: read in place
 //!       for each NR-wide panel                 micro-kernel: C tile += A strip · B panel
 //! ```
 //! Packing copies the operands into the exact order the micro-kernel reads them, so any
-//! strides (transposed views included) cost one copy per block, not a slower kernel. Edges are
+//! strides (transposed views included) cost one copy per block, not a slower kernel. The one
+//! exception is a full strip of a row-major A: the kernel reads its MR rows in place (MR
+//! sequential streams that stay in L1), as BLIS's small-matrix kernels do, because
+//! transposing it cost as much as it saved. Edges are
 //! zero-padded in the packed buffers and a partial tile is computed into a scratch tile, then
 //! written. With β = 0, C is only written, never read.
 //!
@@ -54,17 +58,20 @@ pub trait MicroKernel {
     /// Whether this CPU can run it.
     fn available() -> bool;
 
-    /// `C = alpha·(Ap·Bp) + beta·C` on one MR×NR tile, where Ap is a packed A strip (MR values
-    /// per step of k) and Bp a packed B panel (NR values per step of k, 64-byte aligned). With
-    /// `beta == 0`, C is not read.
+    /// `C = alpha·(A·Bp) + beta·C` on one MR×NR tile, where A is an MR×kc strip with A[i][p]
+    /// at `a + i·a_rs + p·a_cs` (a packed strip: `a_rs = 1`, `a_cs = MR`; rows of a row-major
+    /// matrix read in place: `a_rs` = its row stride, `a_cs = 1`) and Bp a packed B panel (NR
+    /// values per step of k, 64-byte aligned). With `beta == 0`, C is not read.
     ///
     /// # Safety
-    /// [`Self::available`]; `a` holds MR·kc and `b` NR·kc floats; `c` is valid for an MR×NR
-    /// block with row stride `ldc`.
+    /// [`Self::available`]; `a` is readable for the MR×kc strip and `b` for NR·kc floats; `c`
+    /// is valid for an MR×NR block with row stride `ldc`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -186,16 +193,24 @@ pub unsafe fn gemm<K: MicroKernel>(
                         ptr: a.ptr.add(ir * a.rs + pc * a.cs),
                         ..a
                     };
-                    pack_a::<K>(mr, kc, a_strip, ap.as_mut_ptr());
+                    // A whole strip of a row-major A is read in place: its MR rows are MR
+                    // sequential streams, and transposing it into a packed strip cost as much
+                    // as the kernel saved (k = 128…768 products). Anything else is packed.
+                    let (a_ptr, a_rs, a_cs) = if a.cs == 1 && mr == K::MR {
+                        (a_strip.ptr, a.rs, 1)
+                    } else {
+                        pack_a::<K>(mr, kc, a_strip, ap.as_mut_ptr());
+                        (ap.as_ptr(), 1, K::MR)
+                    };
                     for jr in (0..nc).step_by(K::NR) {
                         let nr = K::NR.min(nc - jr);
                         let panel = bp.as_ptr().add(jr * kc);
                         let cij = c.add(ir * ldc + jc + jr);
                         if mr == K::MR && nr == K::NR {
-                            K::tile(kc, ap.as_ptr(), panel, cij, ldc, alpha, beta);
+                            K::tile(kc, a_ptr, a_rs, a_cs, panel, cij, ldc, alpha, beta);
                         } else {
                             let t = tile.0.as_mut_ptr();
-                            K::tile(kc, ap.as_ptr(), panel, t, K::NR, 1.0, 0.0);
+                            K::tile(kc, a_ptr, a_rs, a_cs, panel, t, K::NR, 1.0, 0.0);
                             write_partial_tile(&tile.0, K::NR, mr, nr, cij, ldc, alpha, beta);
                         }
                     }
@@ -451,6 +466,54 @@ mod tests {
     #[test]
     fn avx2_matches_naive_on_edges_and_strides() {
         matches_naive_on_edges_and_strides::<Avx2>("AVX2");
+    }
+
+    /// A row-major A is read in place by the kernel, any other A packed first: both must
+    /// give the same bits (the same products summed in the same order), on full strips and
+    /// on the partial last one, across KC slices.
+    fn in_place_and_packed_a_agree<K: MicroKernel>() {
+        if !K::available() {
+            return;
+        }
+        let Blocking { kc, .. } = Blocking::of::<K>();
+        let (m, k, n) = (3 * K::MR + 2, kc + 37, 2 * K::NR + 5);
+        let mut rng = Rng::seed(11);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+        // the same A once as a row-major matrix and once as the transpose of its transpose
+        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let run = |op: Operand| {
+            let mut c = vec![f32::NAN; m * n];
+            let bop = Operand {
+                ptr: b.as_ptr(),
+                rs: n,
+                cs: 1,
+            };
+            // SAFETY: availability checked above; operands and C sized for the shapes.
+            unsafe { gemm::<K>(m, k, n, 1.0, op, bop, 0.0, c.as_mut_ptr(), n) };
+            c
+        };
+        let in_place = run(Operand {
+            ptr: a.as_ptr(),
+            rs: k,
+            cs: 1,
+        });
+        let packed = run(Operand {
+            ptr: at.as_ptr(),
+            rs: 1,
+            cs: m,
+        });
+        assert_eq!(in_place, packed);
+    }
+
+    #[test]
+    fn avx512_in_place_and_packed_a_agree() {
+        in_place_and_packed_a_agree::<Avx512>();
+    }
+
+    #[test]
+    fn avx2_in_place_and_packed_a_agree() {
+        in_place_and_packed_a_agree::<Avx2>();
     }
 
     /// The transpose hook on a full block, on a partial one (fewer rows read, fewer lanes

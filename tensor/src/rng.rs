@@ -239,7 +239,8 @@ impl Rng {
     /// With the PyTorch engine this is one Bernoulli draw per element in order, as PyTorch does.
     /// The default engine draws one seed from the stream and gives each fixed-size piece of the
     /// mask its own generators seeded from (seed, piece index), so pieces can be filled in
-    /// parallel and the result does not depend on the number of threads (see [`MaskLanes`]).
+    /// parallel and the result does not depend on the number of threads (eight generators
+    /// stepped side by side per piece, vectorised).
     pub fn fill_dropout_mask(&mut self, mask: &mut [f32], p: f32) {
         // SAFETY: MaybeUninit<f32> has f32's layout, and the fill only writes
         let out = unsafe {

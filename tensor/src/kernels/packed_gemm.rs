@@ -58,7 +58,7 @@ pub trait MicroKernel {
     /// Whether this CPU can run it.
     fn available() -> bool;
 
-    /// `C = alpha·(A·Bp) + beta·C` on one MR×NR tile, where A is an MR×kc strip with A[i][p]
+    /// `C = alpha·(A·Bp) + beta·C` on one MR×NR tile, where A is an MR×kc strip with `A[i][p]`
     /// at `a + i·a_rs + p·a_cs` (a packed strip: `a_rs = 1`, `a_cs = MR`; rows of a row-major
     /// matrix read in place: `a_rs` = its row stride, `a_cs = 1`) and Bp a packed B panel (NR
     /// values per step of k, 64-byte aligned). With `beta == 0`, C is not read.

@@ -847,7 +847,7 @@ pub fn train_loop(
             opt.set_lr(lr);
             opt.zero_grad();
             let (lv, n_tokens, stop_asked) = match dp.as_mut() {
-                None => tensor::kernels::parallel::with_threads_spinning(|| {
+                None => {
                     // the batch in `grad_accum` parts, their gradients adding up in the
                     // parameters' gradients; the step's loss is the sum of the parts' weighted
                     // losses
@@ -866,8 +866,8 @@ pub fn train_loop(
                         loss.backward();
                         (lv, n_tokens) = (lv + l, n_tokens + n);
                     }
-                    Ok((lv, n_tokens, false))
-                })?,
+                    (lv, n_tokens, false)
+                }
                 Some(dp) => {
                     // this rank's parts, the gradients summed over every rank
                     let t = dp.step(

@@ -21,46 +21,6 @@ pub const PAR_THRESHOLD: usize = 32 * 1024;
 /// Elements per parallel piece for element-wise loops.
 const CHUNK: usize = 16 * 1024;
 
-/// Runs `work` on the calling thread, a thread of rayon's pool, while the pool's other
-/// threads wait for its parallel loops by spinning rather than sleeping: as OpenMP runtimes
-/// do between parallel regions (`OMP_WAIT_POLICY=active`), which PyTorch's CPU kernels use.
-///
-/// A training step runs a few hundred parallel loops with short serial stretches between
-/// them (the autograd bookkeeping, small ops). Idle for a few tens of microseconds, a rayon
-/// thread goes to sleep, and the next loop wakes it through the kernel; spinning, it takes the
-/// loop's second half at once. The spinning threads use their cores fully while `work` runs,
-/// so this is only for work that keeps every thread of the pool busy anyway, on a pool no
-/// larger than the machine. Elsewhere (outside a pool, one thread) `work` just runs.
-pub fn with_threads_spinning<R>(work: impl FnOnce() -> R) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let Some(me) = rayon::current_thread_index() else {
-        return work();
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = rayon::current_num_threads();
-    if threads < 2 || threads > cores {
-        return work();
-    }
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    // one copy per thread of the pool; the caller's own copy returns at once when it runs
-    rayon::spawn_broadcast(move |b| {
-        if b.index() == me {
-            return;
-        }
-        while !flag.load(Ordering::Acquire) {
-            // runs one job of the pool if there is one (a half of `work`'s loops)
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::hint::spin_loop();
-            }
-        }
-    });
-    let result = work();
-    done.store(true, Ordering::Release);
-    result
-}
-
 /// Buffers at least this long are zeroed by all threads in [`zeros`].
 const PAR_ZEROS_MIN: usize = 1 << 18;
 
@@ -281,33 +241,6 @@ pub fn serial_dot(xs: &[f32], ys: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spinning_threads_run_the_loops_and_stop() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let xs: Vec<f32> = (0..1 << 20).map(|i| i as f32).collect();
-        let sum_of = |xs: &[f32]| -> f64 {
-            xs.par_chunks(4096)
-                .map(|c| c.iter().map(|&x| x as f64).sum::<f64>())
-                .sum()
-        };
-        let want = sum_of(&xs);
-        pool.install(|| {
-            for _ in 0..50 {
-                // parallel loops inside, nested joins, and a result out
-                let got = with_threads_spinning(|| {
-                    let (a, b) = rayon::join(|| sum_of(&xs[..1 << 19]), || sum_of(&xs[1 << 19..]));
-                    a + b
-                });
-                assert_eq!(got, want);
-            }
-        });
-        // outside a pool it just runs
-        assert_eq!(with_threads_spinning(|| 7), 7);
-    }
 
     #[test]
     fn zeros_of_every_size_on_two_threads() {

@@ -276,14 +276,7 @@ fn train_and_eval_read_own_llmc_and_nanogpt_token_files() {
     let llmc = common::fresh_dir("shards-llmc");
     write_shards(&llmc, "story", "val", &ids[..600], 600, TokenWidth::U16);
     write_shards(&llmc, "story", "train", &ids[600..], 1500, TokenWidth::U16);
-    let nano = common::fresh_dir("shards-nanogpt");
-    let raw = |part: &[u32]| {
-        part.iter()
-            .flat_map(|&t| (t as u16).to_le_bytes())
-            .collect::<Vec<u8>>()
-    };
-    std::fs::write(nano.join("train.bin"), raw(&ids[600..])).unwrap();
-    std::fs::write(nano.join("val.bin"), raw(&ids[..600])).unwrap();
+    let nano = nanogpt_dir("shards-nanogpt"); // the same ids, split at the same place
     for (name, data) in [
         ("llmc", vec![llmc.clone()]),
         ("nanogpt-dir", vec![nano.clone()]),
@@ -395,7 +388,8 @@ fn damaged_or_mismatched_token_data_is_one_line_naming_the_file() {
     check(&[&bytes_dir, &text], &[], &["mixes token files"]);
 }
 
-/// nanoGPT's `train.bin` / `val.bin`: headerless little-endian uint16 GPT-2 ids.
+/// nanoGPT's `train.bin` / `val.bin`: headerless little-endian uint16 GPT-2 ids of the
+/// built-in corpus, the first 600 for validation.
 fn nanogpt_dir(name: &str) -> PathBuf {
     let ids = Tokenizer::gpt2()
         .unwrap()

@@ -190,27 +190,18 @@ fn shard_runs_resume_at_the_exact_window_across_epochs() {
 }
 
 /// `train` flags for a tiny model over shards (the tokenizer comes from the data).
-const SMALL: &[&str] = &[
-    "--context-length",
-    "32",
-    "--emb-dim",
-    "32",
-    "--n-heads",
-    "2",
-    "--n-layers",
-    "1",
-    "--batch-size",
-    "4",
-    "--eval-iter",
-    "2",
-    "--quiet",
-];
+fn small() -> impl Iterator<Item = &'static str> {
+    common::SMALL_SHAPE
+        .iter()
+        .copied()
+        .chain(["--eval-iter", "2", "--quiet"])
+}
 
 fn train_on(data: &[&Path], out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train".to_string(), "--data".into()];
     args.extend(data.iter().map(|p| p.to_str().unwrap().to_string()));
     args.extend(["--out".into(), out.to_str().unwrap().into()]);
-    args.extend(SMALL.iter().map(|s| s.to_string()));
+    args.extend(small().map(str::to_string));
     args.extend(extra.iter().map(|s| s.to_string()));
     bin().args(&args).output().expect("binary runs")
 }

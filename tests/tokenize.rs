@@ -330,7 +330,7 @@ fn train_and_eval_read_what_tokenize_wrote() {
             "2000",
         ]));
         let run_dir = dir.join(format!("run-{tokenizer}"));
-        assert_ok(&run(&[
+        let mut args = vec![
             "train",
             "--data",
             s(&tokens),
@@ -338,20 +338,12 @@ fn train_and_eval_read_what_tokenize_wrote() {
             s(&run_dir),
             "--max-steps",
             "2",
-            "--context-length",
-            "32",
-            "--emb-dim",
-            "32",
-            "--n-heads",
-            "2",
-            "--n-layers",
-            "1",
-            "--batch-size",
-            "4",
             "--eval-iter",
             "2",
             "--quiet",
-        ]));
+        ];
+        args.extend(common::SMALL_SHAPE);
+        assert_ok(&run(&args));
         let e = run(&["eval", "--checkpoint", s(&run_dir), "--data", s(&tokens)]);
         assert_ok(&e);
         assert!(String::from_utf8_lossy(&e.stdout).starts_with("loss "));

@@ -13,6 +13,21 @@ pub fn fresh_dir(name: &str) -> PathBuf {
     d
 }
 
+/// `train` flags for the shape of a model small enough to train in milliseconds, for data
+/// that names its own tokenizer (token shards).
+pub const SMALL_SHAPE: &[&str] = &[
+    "--context-length",
+    "32",
+    "--emb-dim",
+    "32",
+    "--n-heads",
+    "2",
+    "--n-layers",
+    "1",
+    "--batch-size",
+    "4",
+];
+
 /// `train` flags for a model small enough to train in milliseconds.
 pub const SMALL_MODEL: &[&str] = &[
     "--tokenizer",

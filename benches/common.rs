@@ -33,13 +33,8 @@ pub fn pools() -> Vec<(String, rayon::ThreadPool)> {
         .collect()
 }
 
-/// The allocator settings the `scratchgpt` binary uses (see `src/main.rs`): freed buffers stay
-/// in the heap so each step reuses them instead of page-faulting fresh memory.
+/// The allocator settings of the `scratchgpt` binary ([`train::allocator::keep_freed_memory`]):
+/// freed buffers stay in the heap so each step reuses them instead of page-faulting fresh memory.
 pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
+    train::allocator::keep_freed_memory();
 }

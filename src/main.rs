@@ -15,7 +15,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    tune_allocator();
+    train::allocator::keep_freed_memory();
     tensor::alloc_counter::mark_installed();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     std::process::exit(on_a_worker_thread(move || train::cli::main_with_args(args)));
@@ -37,17 +37,4 @@ fn on_a_worker_thread(command: impl FnOnce() -> i32 + Send) -> i32 {
         return command(); // a pool already exists (cannot happen in main): run as before
     }
     rayon::scope(|_| command())
-}
-
-/// Training allocates and frees the same large buffers (activations, gradients) every step.
-/// By default glibc serves each one with a fresh `mmap` and returns it with `munmap`, so every
-/// step pays page faults and kernel zeroing for all of them. Keeping freed memory in the heap
-/// instead lets the next step reuse it.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; called before any allocation-heavy work.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
 }

@@ -23,6 +23,7 @@
 //! | 5.2 | the run's report page (`index.html`: loss, samples, attention) | [`report`] |
 //! | — | the `scratchgpt` command line | [`cli`] |
 
+pub mod allocator;
 pub mod bench;
 pub mod checkpoint;
 pub mod classification;

@@ -20,7 +20,14 @@ use crate::tensor::Tensor;
 /// What every optimizer offers the training loop.
 pub trait Optimizer {
     /// One update of every parameter from its current gradient.
-    fn step(&mut self);
+    fn step(&mut self) {
+        self.step_with_grad_scale(1.0);
+    }
+    /// One update from every gradient multiplied by `grad_scale`, as if the gradients had
+    /// been scaled first (the same bits), without a pass over them to scale them: how the
+    /// training loop clips the gradients' norm (book appendix D). PyTorch: the `grad_scale`
+    /// of its fused AdamW.
+    fn step_with_grad_scale(&mut self, grad_scale: f32);
     /// The parameters being optimized.
     fn params(&self) -> &[Tensor];
     /// The learning rate of the next step.
@@ -66,7 +73,7 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn step(&mut self) {
+    fn step_with_grad_scale(&mut self, grad_scale: f32) {
         let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);
         for (p, buf) in self.params.iter().zip(&mut self.velocity) {
             p.with_grad(|g| {
@@ -77,7 +84,7 @@ impl Optimizer for Sgd {
                 }
                 p.update(|w| {
                     for i in 0..w.len() {
-                        let gi = g[i] + wd * w[i];
+                        let gi = g[i] * grad_scale + wd * w[i];
                         buf[i] = if first || mu == 0.0 {
                             gi
                         } else {
@@ -143,12 +150,14 @@ impl AdamW {
     }
 }
 
-/// One AdamW update of `w` in place. All slices have the same length.
+/// One AdamW update of `w` in place from the gradient `g·grad_scale`. All slices have the
+/// same length.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn adamw_update(
     w: &mut [f32],
     g: &[f32],
+    grad_scale: f32,
     m: &mut [f32],
     v: &mut [f32],
     lr: f32,
@@ -164,17 +173,18 @@ fn adamw_update(
     let decay = (1.0 - lr as f64 * wd as f64) as f32;
     let w1 = 1.0 - b1;
     for i in 0..w.len() {
-        // PyTorch's exp_avg.lerp_(grad, 1 − β₁): m + (1 − β₁)(g − m), the same value as
-        // β₁m + (1 − β₁)g, written as PyTorch rounds it.
-        m[i] += w1 * (g[i] - m[i]);
-        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+        let g = g[i] * grad_scale; // exact when grad_scale is 1
+                                   // PyTorch's exp_avg.lerp_(grad, 1 − β₁): m + (1 − β₁)(g − m), the same value as
+                                   // β₁m + (1 − β₁)g, written as PyTorch rounds it.
+        m[i] += w1 * (g - m[i]);
+        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
         let denom = v[i].sqrt() / bc2_sqrt + eps;
         w[i] = w[i] * decay - step_size * m[i] / denom;
     }
 }
 
 impl Optimizer for AdamW {
-    fn step(&mut self) {
+    fn step_with_grad_scale(&mut self, grad_scale: f32) {
         self.t += 1;
         let (lr, betas, eps, wd, t) = (
             self.lr,
@@ -192,7 +202,7 @@ impl Optimizer for AdamW {
                     let update = |(((w, m), v), g): AdamPieces| {
                         wide(
                             #[inline(always)]
-                            || adamw_update(w, g, m, v, lr, betas, eps, wd, t),
+                            || adamw_update(w, g, grad_scale, m, v, lr, betas, eps, wd, t),
                         )
                     };
                     if w.len() < PAR_THRESHOLD {
@@ -242,6 +252,58 @@ mod tests {
         opt.step();
         assert!((p.item() - 0.798_101).abs() < 1e-6, "{}", p.item());
         assert_eq!(opt.t, 2);
+    }
+
+    #[test]
+    fn a_grad_scale_equals_scaling_the_gradients_first() {
+        // one parameter above the parallel threshold, one below; three steps of each optimizer
+        let mut rng = crate::Rng::seed(5);
+        let shapes = [[300, 200], [3, 5]];
+        let init: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| (0..s[0] * s[1]).map(|_| rng.normal()).collect())
+            .collect();
+        let grads: Vec<Vec<Vec<f32>>> = (0..3)
+            .map(|_| {
+                init.iter()
+                    .map(|w| w.iter().map(|_| 9.0 * rng.normal()).collect())
+                    .collect()
+            })
+            .collect();
+        let params = || -> Vec<Tensor> {
+            init.iter()
+                .zip(&shapes)
+                .map(|(w, s)| Tensor::from_vec(w.clone(), s).requires_grad())
+                .collect()
+        };
+        let scale = 0.37;
+        let run = |opt: &mut dyn Optimizer, fold_the_scale: bool| -> Vec<Vec<f32>> {
+            for step in &grads {
+                for (p, g) in opt.params().to_vec().iter().zip(step) {
+                    if fold_the_scale {
+                        set_grad(p, g);
+                    } else {
+                        set_grad(p, &g.iter().map(|x| x * scale).collect::<Vec<_>>());
+                    }
+                }
+                if fold_the_scale {
+                    opt.step_with_grad_scale(scale);
+                } else {
+                    opt.step();
+                }
+            }
+            opt.params().iter().map(|p| p.to_vec()).collect()
+        };
+        let bits =
+            |ws: Vec<Vec<f32>>| -> Vec<u32> { ws.concat().iter().map(|x| x.to_bits()).collect() };
+        let adam = |fold| bits(run(&mut AdamW::new(params(), 1e-3, 0.1), fold));
+        assert_eq!(adam(true), adam(false));
+        let sgd = |fold| {
+            let mut opt = Sgd::new(params(), 1e-2, 0.9);
+            opt.weight_decay = 0.01;
+            bits(run(&mut opt, fold))
+        };
+        assert_eq!(sgd(true), sgd(false));
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub fn run_bench() {
 
 /// What `scratchgpt train` does per step besides the model's forward, backward and AdamW step
 /// (which the row above times): cut the batch's windows out of the data in a shuffled order,
-/// compute the gradients' global norm and clip them, and look up the learning rate. Best of
+/// compute the gradients' global norm and the clipping factor, and look up the learning rate. Best of
 /// 20, in seconds; `model` must hold gradients.
 fn loop_overhead(model: &GptModel, cfg: &GptConfig, batch: usize) -> f64 {
     let mut rng = Rng::seed(2);
@@ -223,7 +223,7 @@ fn loop_overhead(model: &GptModel, cfg: &GptConfig, batch: usize) -> f64 {
             .batch(&order, b % loader.num_batches())
             .expect("in memory");
         std::hint::black_box(&x);
-        let _ = crate::trainer::clip_gradients(&params, Some(1.0));
+        let _ = crate::trainer::clip_scale(&params, Some(1.0));
         std::hint::black_box(settings.lr_at(b, 1000));
         b += 1;
     })

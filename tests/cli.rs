@@ -22,7 +22,7 @@ fn train_generate_eval_happy_path() {
     let out = dir.join("run");
     let out_s = out.to_str().unwrap();
     let mut args = vec!["train", "--out", out_s, "--max-steps", "3"];
-    args.extend_from_slice(common::SMALL_MODEL);
+    args.extend_from_slice(&common::small_model());
     args.push("--quiet");
     let r = run(&args);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -251,7 +251,7 @@ fn train_in(cwd: &Path, extra: &[&str]) -> Output {
     bin()
         .current_dir(cwd)
         .arg("train")
-        .args(common::SMALL_MODEL)
+        .args(common::small_model())
         .args(extra)
         .output()
         .expect("binary runs")
@@ -677,7 +677,7 @@ fn train_names_the_kernels_and_refuses_a_path_the_cpu_lacks() {
             .env("SCRATCHGPT_SIMD", simd)
             .current_dir(&dir)
             .args(["train", "--out", &format!("run-{gemm}"), "--max-steps", "1"])
-            .args(common::SMALL_MODEL)
+            .args(common::small_model())
             .output()
             .unwrap();
         let has_avx2 = cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2");

@@ -25,7 +25,7 @@ fn start_training(out: &Path, extra: &[&str]) -> Child {
             "--max-steps",
             "100000",
         ])
-        .args(common::SMALL_MODEL)
+        .args(common::small_model())
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -338,7 +338,7 @@ fn bad_classification_data_gives_one_line_naming_the_file_and_row() {
             "1",
             "--quiet",
         ])
-        .args(common::SMALL_MODEL)
+        .args(common::small_model())
         .output()
         .unwrap());
     let good = "Label,Text\na,one text\nb,another text\na,a third\nb,and a fourth\n";

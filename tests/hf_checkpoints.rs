@@ -265,7 +265,7 @@ fn runs_of_older_versions_resume() {
     let out = dir.join("run");
     let o = out.to_str().unwrap();
     let mut args = vec!["train", "--out", o, "--max-steps", "1"];
-    args.extend_from_slice(common::SMALL_MODEL);
+    args.extend_from_slice(&common::small_model());
     args.push("--quiet");
     assert_ok(&run(bin().args(&args)));
     // made into what earlier versions wrote: trainer_state.json and the kind marker
@@ -298,7 +298,7 @@ fn checkpoints_written_now_carry_hugging_face_tokenizer_files() {
     let dir = common::fresh_dir("hf-new-checkpoint");
     let out = dir.join("run");
     let mut args = vec!["train", "--out", out.to_str().unwrap(), "--max-steps", "1"];
-    args.extend_from_slice(common::SMALL_MODEL);
+    args.extend_from_slice(&common::small_model());
     args.push("--quiet");
     assert_ok(&run(bin().args(&args)));
     let ckpt = out.join(std::fs::read_to_string(out.join("latest")).unwrap().trim());

@@ -110,7 +110,7 @@ fn trained_run() -> &'static PathBuf {
             "Every <effort>",
             "--quiet",
         ];
-        args.extend_from_slice(common::SMALL_MODEL);
+        args.extend_from_slice(&common::small_model());
         // two layers, so the maps have rows
         let n_layers = args.iter().position(|a| *a == "--n-layers").unwrap();
         args[n_layers + 1] = "2";

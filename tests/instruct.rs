@@ -226,7 +226,7 @@ fn bad_instruction_data_gives_one_line_naming_the_entry() {
             "--max-steps",
             "1",
         ])
-        .args(common::SMALL_MODEL)
+        .args(common::small_model())
         .arg("--quiet")
         .output()
         .unwrap());

@@ -28,23 +28,14 @@ pub const SMALL_SHAPE: &[&str] = &[
     "4",
 ];
 
-/// `train` flags for a model small enough to train in milliseconds.
-pub const SMALL_MODEL: &[&str] = &[
-    "--tokenizer",
-    "bytes",
-    "--context-length",
-    "32",
-    "--emb-dim",
-    "32",
-    "--n-heads",
-    "2",
-    "--n-layers",
-    "1",
-    "--batch-size",
-    "4",
-    "--stride",
-    "32",
-];
+/// `train` flags for a model small enough to train in milliseconds: [`SMALL_SHAPE`] on the
+/// bytes tokenizer, windows not overlapping.
+pub fn small_model() -> Vec<&'static str> {
+    let mut flags = vec!["--tokenizer", "bytes"];
+    flags.extend_from_slice(SMALL_SHAPE);
+    flags.extend_from_slice(&["--stride", "32"]);
+    flags
+}
 
 /// The `scratchgpt` binary of this build.
 pub fn bin() -> Command {

@@ -17,10 +17,18 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// A table with N(0, 1) entries, as PyTorch initialises `nn.Embedding`.
+    /// A table with N(0, 1) entries, as PyTorch initialises `nn.Embedding` (zeros for a
+    /// [`Context::for_loading`]).
     pub fn new(num_embeddings: usize, dim: usize, ctx: &Context) -> Embedding {
-        let weight = Tensor::randn(&[num_embeddings, dim], &mut ctx.rng()).requires_grad();
-        Embedding { weight }
+        let shape = [num_embeddings, dim];
+        let weight = if ctx.draws_weights() {
+            Tensor::randn(&shape, &mut ctx.rng())
+        } else {
+            Tensor::zeros(&shape)
+        };
+        Embedding {
+            weight: weight.requires_grad(),
+        }
     }
 
     /// The rows for `ids`, shaped `[..shape, dim]` where `shape` is the shape of the ids

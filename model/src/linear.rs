@@ -31,11 +31,15 @@ impl Linear {
         let bound = (3f64.sqrt() * ((2.0f64 / 6.0).sqrt() / fan_in.sqrt())) as f32;
         let bias_bound = (1.0 / fan_in.sqrt()) as f32;
         let mut rng = ctx.rng();
-        let weight =
-            Tensor::uniform(&[out_features, in_features], -bound, bound, &mut rng).requires_grad();
-        let bias = bias.then(|| {
-            Tensor::uniform(&[out_features], -bias_bound, bias_bound, &mut rng).requires_grad()
-        });
+        let mut draw = |shape: &[usize], bound: f32| {
+            if ctx.draws_weights() {
+                Tensor::uniform(shape, -bound, bound, &mut rng).requires_grad()
+            } else {
+                Tensor::zeros(shape).requires_grad()
+            }
+        };
+        let weight = draw(&[out_features, in_features], bound);
+        let bias = bias.then(|| draw(&[out_features], bias_bound));
         Linear::from_weights(weight, bias)
     }
 

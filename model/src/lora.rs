@@ -131,7 +131,11 @@ impl LoRALayer {
         // = rank: bound = √3·gain/√rank with gain = √(2/(1 + 5)), i.e. 1/√rank up to rounding.
         let fan_in = cfg.rank as f64;
         let bound = (3f64.sqrt() * ((2.0f64 / 6.0).sqrt() / fan_in.sqrt())) as f32;
-        let a = Tensor::uniform(&[in_features, cfg.rank], -bound, bound, &mut ctx.rng());
+        let a = if ctx.draws_weights() {
+            Tensor::uniform(&[in_features, cfg.rank], -bound, bound, &mut ctx.rng())
+        } else {
+            Tensor::zeros(&[in_features, cfg.rank])
+        };
         LoRALayer {
             a: a.requires_grad(),
             b: Tensor::zeros(&[cfg.rank, out_features]).requires_grad(),

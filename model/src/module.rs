@@ -67,6 +67,7 @@ pub fn join(prefix: &str, name: &str) -> String {
 pub struct Context {
     rng: Arc<Mutex<Rng>>,
     training: Arc<AtomicBool>,
+    draws_weights: bool,
 }
 
 impl Context {
@@ -86,7 +87,26 @@ impl Context {
         Context {
             rng: Arc::new(Mutex::new(rng)),
             training: Arc::new(AtomicBool::new(true)),
+            draws_weights: true,
         }
+    }
+
+    /// A context for a model whose every weight is about to be read from a file (`generate`,
+    /// `eval`, `inspect`, `classify`, chat): layers start as zeros instead of drawing random
+    /// weights that would be overwritten at once. Drawing GPT-2 small's 124M initial values
+    /// took about a second of `generate`'s start-up. Not for training or fine-tuning: there
+    /// the draws advance the generator that dropout then uses (and `--book-compat` reproduces
+    /// PyTorch's sequence of them), so those keep [`Context::new`] and its draws.
+    pub fn for_loading() -> Context {
+        Context {
+            draws_weights: false,
+            ..Context::new(0)
+        }
+    }
+
+    /// Whether layers draw their initial weights (false for [`Context::for_loading`]).
+    pub fn draws_weights(&self) -> bool {
+        self.draws_weights
     }
 
     /// The generator, locked for drawing.

@@ -667,6 +667,7 @@ fn gpt2_tensors_shapes(model: &GptModel) -> Vec<(String, Vec<usize>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::module::Module;
     use crate::testing::assert_close;
 
     fn tiny(qkv_bias: bool, tie_weights: bool) -> GptConfig {
@@ -701,6 +702,16 @@ mod tests {
             assert_eq!(loaded.cfg, m.cfg);
             let ids = [1, 2, 3, 4, 18, 0];
             assert_close(&loaded.forward(&ids, 2), &m.forward(&ids, 2), 1e-6);
+            // built from zeros instead of random draws, then loaded: every weight the same bits
+            let zeros = GptModel::new(&tiny(qkv, tie), &Context::for_loading()).unwrap();
+            assert!(zeros.tok_emb.weight.to_vec().iter().all(|&x| x == 0.0));
+            let from_zeros = load_model(&dir, &Context::for_loading()).unwrap();
+            let params = |model: &GptModel| {
+                let mut all = vec![];
+                model.visit_parameters("", &mut |name, t| all.push((name, t.to_vec())));
+                all
+            };
+            assert_eq!(params(&from_zeros), params(&m));
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }

@@ -32,7 +32,7 @@ pub struct ClassifyArgs {
 }
 
 pub fn classify_command(a: &ClassifyArgs) -> Result<i32, TrainError> {
-    let ctx = Context::new(0);
+    let ctx = Context::for_loading();
     let (model, tok, info) = load_classifier(&a.checkpoint, &ctx)?;
     if let Some(text) = &a.text {
         if text.trim().is_empty() {
@@ -74,7 +74,7 @@ pub fn eval_classifier(
     data: &std::path::Path,
     columns: &Columns,
 ) -> Result<i32, TrainError> {
-    let ctx = Context::new(0);
+    let ctx = Context::for_loading();
     let (model, tok, info) = load_classifier(checkpoint, &ctx)?;
     let rows = read_examples(data, columns)?;
     let mut truth = Vec::with_capacity(rows.len());

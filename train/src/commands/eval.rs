@@ -54,7 +54,7 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
     if a.batch_size == 0 {
         return Err(TrainError("--batch-size must be at least 1".into()));
     }
-    let ctx = Context::new(0);
+    let ctx = Context::for_loading();
     let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
     model.eval();
     let t = model.cfg.context_length;

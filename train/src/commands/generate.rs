@@ -139,7 +139,7 @@ pub fn generate_command(a: &GenerateArgs) -> Result<i32, TrainError> {
     if a.prompt.is_empty() {
         return Err(TrainError("--prompt must not be empty".into()));
     }
-    let ctx = Context::new(a.sampling.seed);
+    let ctx = Context::for_loading();
     let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
     let prompt = crop_prompt(tok.encode(&a.prompt), model.cfg.context_length);
     let opts = GenerateOptions {

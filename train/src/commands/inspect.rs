@@ -147,7 +147,7 @@ fn prepare(a: &InspectInput) -> Result<Prepared, TrainError> {
     if a.max_tokens == 0 {
         return Err(TrainError("--max-tokens must be at least 1".into()));
     }
-    let ctx = Context::new(0);
+    let ctx = Context::for_loading();
     let (model, tok) = crate::lora::load_with_adapters(&a.checkpoint, &ctx)?;
     let mut ids = tok.encode(&a.prompt);
     if ids.is_empty() {

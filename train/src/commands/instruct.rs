@@ -348,7 +348,7 @@ pub struct ChatArgs {
 /// header), and the response is streamed until end-of-text.
 pub fn chat_command(a: &ChatArgs) -> Result<i32, TrainError> {
     let sampling = a.sampling.sampling()?;
-    let ctx = Context::new(a.sampling.seed);
+    let ctx = Context::for_loading();
     let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,

@@ -41,7 +41,7 @@ pub fn merge_lora_command(a: &MergeLoraArgs) -> Result<i32, TrainError> {
             a.out.display()
         )));
     }
-    let ctx = Context::new(0);
+    let ctx = Context::for_loading();
     let write = |tmp: &Path| -> Result<(), TrainError> {
         if is_classifier(&dir) {
             let (mut c, tok, mut info) = load_classifier(&dir, &ctx)?;

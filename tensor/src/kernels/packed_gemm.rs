@@ -119,7 +119,7 @@ impl Blocking {
     /// threads) from a 1 MB block instead of the full L2.
     ///
     /// One cache geometry beats the model by measurement and takes the measured blocks
-    /// instead ([`MEASURED_BLOCKS`]).
+    /// instead (`MEASURED_BLOCKS` below).
     pub fn of<K: MicroKernel>() -> Self {
         let (l1, l2) = cache_sizes();
         Self::for_caches::<K>(l1, l2)

@@ -92,7 +92,7 @@ impl Context {
     }
 
     /// A context for a model whose every weight is about to be read from a file (`generate`,
-    /// `eval`, `inspect`, `classify`, chat): layers start as zeros instead of drawing random
+    /// `chat`, `eval`, `inspect`, `classify`, `merge-lora`): layers start as zeros instead of drawing random
     /// weights that would be overwritten at once. Drawing GPT-2 small's 124M initial values
     /// took about a second of `generate`'s start-up. Not for training or fine-tuning: there
     /// the draws advance the generator that dropout then uses (and `--book-compat` reproduces

@@ -455,6 +455,20 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, WeightsError> {
     std::fs::read(path).map_err(io_err(path))
 }
 
+/// A whole file, memory-mapped for reading: a large tensor file (weights, AdamW's moments) is
+/// then copied once, from the page cache straight into the model or optimizer, instead of
+/// first into a file-sized buffer whose fresh pages the kernel would have to clear (0.5–0.65
+/// GB for GPT-2 small's weights, 1.3 GB for its moments), and nothing is allocated for
+/// whatever size the file claims.
+pub fn map_file(path: &Path) -> std::io::Result<impl std::ops::Deref<Target = [u8]>> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the mapping is only read, and nothing in this process writes the file while it
+    // is mapped. Another process truncating it meanwhile would fault the read; checkpoints are
+    // written to a new directory and renamed into place, and downloads are complete files, so
+    // none is.
+    unsafe { memmap2::Mmap::map(&file) }
+}
+
 /// Options for [`load_model_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
@@ -510,14 +524,7 @@ pub fn load_model_with(
             ),
         ));
     }
-    // Mapped, not read: the weights are copied once, from the page cache straight into the
-    // model, instead of first into a file-sized buffer whose fresh pages the kernel would have
-    // to clear (0.5–0.65 GB of them for GPT-2 small, tied or untied head).
-    let file = std::fs::File::open(&path).map_err(io_err(&path))?;
-    // SAFETY: the mapping is only read, and nothing in this process writes the file. Another
-    // process truncating it meanwhile would fault the read; checkpoints are written to a new
-    // file and renamed into place, and downloads are complete files, so none is.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&path))?;
+    let bytes = map_file(&path).map_err(io_err(&path))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format_err(&path, format!("not a valid safetensors file: {e}")))?;
     // Strip an optional "transformer." prefix; drop the causal-mask buffers GPT-2 files carry.

@@ -173,9 +173,10 @@ fn adamw_update(
     let decay = (1.0 - lr as f64 * wd as f64) as f32;
     let w1 = 1.0 - b1;
     for i in 0..w.len() {
-        let g = g[i] * grad_scale; // exact when grad_scale is 1
-                                   // PyTorch's exp_avg.lerp_(grad, 1 − β₁): m + (1 − β₁)(g − m), the same value as
-                                   // β₁m + (1 − β₁)g, written as PyTorch rounds it.
+        // the scaled gradient (exact when grad_scale is 1)
+        let g = g[i] * grad_scale;
+        // PyTorch's exp_avg.lerp_(grad, 1 − β₁): m + (1 − β₁)(g − m), the same value as
+        // β₁m + (1 − β₁)g, written as PyTorch rounds it.
         m[i] += w1 * (g - m[i]);
         v[i] = b2 * v[i] + (1.0 - b2) * g * g;
         let denom = v[i].sqrt() / bc2_sqrt + eps;

@@ -209,14 +209,7 @@ pub fn new_optimizer(model: &GptModel, settings: &TrainSettings) -> AdamW {
 }
 
 fn read_optimizer(path: &Path, model: &GptModel, opt: &mut AdamW) -> Result<(), TrainError> {
-    // Mapped, not read, as the weights are (`model::weights`): the moments are copied once,
-    // from the page cache into the optimizer, with no file-sized buffer in between (1.3 GB
-    // for GPT-2 small) and nothing allocated for whatever size the file claims.
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-    // SAFETY: the mapping is only read, and nothing in this process writes the file while it
-    // is mapped; checkpoints are written to a new directory and renamed into place, so no
-    // other run truncates this one under us.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(path, e))?;
+    let bytes = model::weights::map_file(path).map_err(|e| io_error(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| TrainError(format!("{}: {e}", path.display())))?;
     let names: Vec<String> = model

@@ -11,6 +11,8 @@
 //! `#[inline(always)] |..| { .. }`: a closure the compiler leaves out of line runs as baseline
 //! SSE code, 4 lanes (the profile showed cross-entropy and GELU backward doing just that).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::simd::wide;
@@ -34,7 +36,7 @@ pub fn zeros(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     v.spare_capacity_mut()[..n]
         .par_chunks_mut(PAR_ZEROS_MIN / 4)
-        .for_each(|piece| piece.fill(std::mem::MaybeUninit::new(0.0)));
+        .for_each(|piece| piece.fill(MaybeUninit::new(0.0)));
     // SAFETY: the n values were all initialised just above.
     unsafe { v.set_len(n) };
     v
@@ -69,11 +71,11 @@ pub fn for_each_row(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32
 
 /// [`for_each_row`] where each row costs about `cost` element-operations (which may be far
 /// more than its length: a cross-entropy row of length 1 reads a whole vocabulary row).
-pub fn for_each_row_with_cost(
-    out: &mut [f32],
+pub fn for_each_row_with_cost<T: Send>(
+    out: &mut [T],
     row_len: usize,
     cost: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
+    f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     if row_len == 0 {
         return;
@@ -103,6 +105,27 @@ pub fn for_each_row_with_cost(
                 )
             });
     }
+}
+
+/// A new buffer of `rows` rows of `row_len` values, each row written whole by one call
+/// `f(row_index, row)`, grouped and run in parallel as [`for_each_row_with_cost`]. The buffer
+/// is not zeroed first. For a gradient that is the first to arrive this saves zeroing the
+/// buffer and reading it back: two of the four passes over memory of a vocabulary-sized one.
+///
+/// # Safety
+/// `f` must write every value of the row it is given (`MaybeUninit::write`).
+pub unsafe fn new_rows_with_cost(
+    rows: usize,
+    row_len: usize,
+    cost: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let n = rows * row_len;
+    let mut v = Vec::with_capacity(n);
+    for_each_row_with_cost(&mut v.spare_capacity_mut()[..n], row_len, cost, f);
+    // SAFETY: every row was passed to `f`, which wrote all of it (the caller's promise).
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// [`for_each_row`] over two buffers at once: row r of `a` (length `a_len`) and row r of `b`

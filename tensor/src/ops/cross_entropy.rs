@@ -19,7 +19,9 @@
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::math;
-use crate::kernels::parallel::{for_each_row, for_each_row_with_cost};
+use std::mem::MaybeUninit;
+
+use crate::kernels::parallel::{for_each_row, for_each_row_with_cost, new_rows_with_cost};
 use crate::tensor::Tensor;
 
 /// The target of a row that does not count (PyTorch's `-100`).
@@ -41,11 +43,11 @@ fn cross_entropy_forward(
         |r, out| {
             let row = &logits[r * v..(r + 1) * v];
             let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            // exps in 8 running sums: vectorises, fixed order
-            let mut acc = [0.0f32; 8];
-            let mut chunks = row.chunks_exact(8);
+            // exps in 16 running sums: vectorises (one AVX-512 register), fixed order
+            let mut acc = [0.0f32; 16];
+            let mut chunks = row.chunks_exact(16);
             for c in &mut chunks {
-                for k in 0..8 {
+                for k in 0..16 {
                     acc[k] += math::exp(c[k] - m);
                 }
             }
@@ -87,6 +89,40 @@ fn cross_entropy_backward(
     );
 }
 
+/// The same gradient as [`cross_entropy_backward`] into a new buffer, when it is the first
+/// to arrive: written once, with no zeroed buffer to read back (for GPT-2's vocabulary, 412 MB
+/// per batch of 2,048 rows not cleared and not read). Rows that do not count are zeros.
+fn cross_entropy_gradient(
+    logits: &[f32],
+    lse: &[f32],
+    targets: &[usize],
+    v: usize,
+    scale: f32,
+) -> Vec<f32> {
+    // SAFETY: the closure writes every value of its row.
+    unsafe {
+        new_rows_with_cost(
+            targets.len(),
+            v,
+            v,
+            #[inline(always)]
+            |r, d| {
+                let t = targets[r];
+                if t == IGNORE_INDEX {
+                    d.fill(MaybeUninit::new(0.0));
+                    return;
+                }
+                let row = &logits[r * v..(r + 1) * v];
+                for (dj, &x) in d.iter_mut().zip(row) {
+                    dj.write(math::exp(x - lse[r]) * scale);
+                }
+                // the same value as `0 + e·scale − scale` in the accumulating version
+                d[t].write(math::exp(row[t] - lse[r]) * scale - scale);
+            },
+        )
+    }
+}
+
 struct CrossEntropyNode {
     lse: Vec<f32>,
     targets: Vec<usize>,
@@ -106,9 +142,12 @@ impl Backward for CrossEntropyNode {
         }
         let scale = dout[0] / self.counted as f32;
         let xv = x.values();
-        if let Some(dx) = grads.slot(x) {
-            cross_entropy_backward(dx, &xv, &self.lse, &self.targets, v, scale);
-        }
+        let (lse, targets) = (&self.lse, &self.targets);
+        grads.add(
+            x,
+            || cross_entropy_gradient(&xv, lse, targets, v, scale),
+            |dx| cross_entropy_backward(dx, &xv, lse, targets, v, scale),
+        );
     }
 }
 
@@ -173,6 +212,24 @@ mod tests {
         assert!((a.item() - b.item()).abs() < 1e-5);
         let gb = x.grad().unwrap().to_vec();
         assert!(ga.iter().zip(&gb).all(|(p, q)| (p - q).abs() < 1e-6));
+    }
+
+    #[test]
+    fn new_gradient_equals_one_added_into_zeros() {
+        // the first gradient is written into a fresh buffer, later ones are added: same values
+        // (large enough to run on several threads, with an ignored row in the middle)
+        let (rows, v) = (40, 5_000);
+        let mut rng = Rng::seed(3);
+        let logits = Tensor::randn(&[rows, v], &mut rng).mul_scalar(4.0).to_vec();
+        let mut targets: Vec<usize> = (0..rows).map(|r| r * 123 % v).collect();
+        targets[17] = IGNORE_INDEX;
+        let mut lse = vec![0.0; rows];
+        super::cross_entropy_forward(&mut lse, &mut vec![0.0; rows], &logits, &targets, v);
+        let fresh = super::cross_entropy_gradient(&logits, &lse, &targets, v, 0.3);
+        let mut added = vec![0.0; rows * v];
+        super::cross_entropy_backward(&mut added, &logits, &lse, &targets, v, 0.3);
+        assert!(fresh == added, "the two gradients differ");
+        assert!(fresh[17 * v..18 * v].iter().all(|&g| g == 0.0));
     }
 
     #[test]

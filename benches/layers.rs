@@ -2,6 +2,8 @@
 //! and GELU on [512, 768] / [512, 3072], softmax–cross-entropy over the 50,257-wide vocabulary,
 //! and the token embedding lookup. Throughput in elements processed.
 //!
+//! Runs with the allocator settings of the `scratchgpt` binary (`common::tune_allocator`).
+//!
 //! `cargo bench --bench layers`
 
 use std::time::Duration;
@@ -13,6 +15,7 @@ use tensor::{Rng, Tensor};
 mod common;
 
 fn main() {
+    common::tune_allocator();
     common::print_paths();
     let mut c = Criterion::default().configure_from_args();
     let mut rng = Rng::seed(0);

@@ -3,8 +3,8 @@
 //! width, on 1 and 2 threads. A quick best-of-N timing for tuning; `cargo bench --bench
 //! matmul` is the careful version.
 //!
-//! `cargo run --release -p scratchgpt-tensor --example gemm_paths [reps] [threads]` (all paths), or with
-//! `SCRATCHGPT_GEMM=avx2` (one).
+//! `cargo run --release -p scratchgpt-tensor --example gemm_paths [reps] [threads] [tiny]` (all
+//! paths; `tiny`: the tiny configuration's shapes), or with `SCRATCHGPT_GEMM=avx2` (one).
 
 use std::time::Instant;
 
@@ -28,33 +28,29 @@ fn main() {
         })
         .collect();
     let mut rng = Rng::seed(0);
+    // the third argument `tiny`: the shapes of the tiny configuration's step (2,048 rows of
+    // width 128, vocabulary 256) instead of GPT-2 small's (512 rows of width 768)
+    let tiny = std::env::args().nth(3).is_some_and(|s| s == "tiny");
+    let (rows, width, outs) = if tiny {
+        (2048, 128, vec![128, 512, 256])
+    } else {
+        (512, 768, vec![768, 2304, 3072, 50257])
+    };
     // (label, m, k, n, A transposed, B transposed), as the linear layer runs them with its
     // weight stored (out, in): y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x
     let mut shapes = vec![];
-    for n in [768, 2304, 3072, 50257] {
-        shapes.push((
-            format!("fwd 512×768 @ 768×{n} (Bᵀ)"),
-            512,
-            768,
-            n,
-            false,
-            true,
-        ));
-        shapes.push((format!("dx  512×{n} @ {n}×768"), 512, n, 768, false, false));
-        shapes.push((
-            format!("dW  {n}×512 @ 512×768 (Aᵀ)"),
-            n,
-            512,
-            768,
-            true,
-            false,
-        ));
+    for n in outs {
+        let (r, w) = (rows, width);
+        shapes.push((format!("fwd {r}×{w} @ {w}×{n} (Bᵀ)"), r, w, n, false, true));
+        shapes.push((format!("dx  {r}×{n} @ {n}×{w}"), r, n, w, false, false));
+        shapes.push((format!("dW  {n}×{r} @ {r}×{w} (Aᵀ)"), n, r, w, true, false));
     }
+    let n = 4 * width;
     shapes.push((
-        "fwd 512×768 @ 768×3072 (row-major)".into(),
-        512,
-        768,
-        3072,
+        format!("fwd {rows}×{width} @ {width}×{n} (row-major)"),
+        rows,
+        width,
+        n,
         false,
         false,
     ));

@@ -44,7 +44,7 @@ pub fn zeros(n: usize) -> Vec<f32> {
 
 /// Calls `f(start, piece)` over consecutive pieces of `out`, where `start` is the index of the
 /// piece's first element. Parallel above the threshold.
-pub fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+pub fn for_each_chunk<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     if out.len() < PAR_THRESHOLD {
         wide(
             #[inline(always)]
@@ -107,36 +107,95 @@ pub fn for_each_row_with_cost<T: Send>(
     }
 }
 
-/// A new buffer of `rows` rows of `row_len` values, each row written whole by one call
-/// `f(row_index, row)`, grouped and run in parallel as [`for_each_row_with_cost`]. The buffer
-/// is not zeroed first. For a gradient that is the first to arrive this saves zeroing the
-/// buffer and reading it back: two of the four passes over memory of a vocabulary-sized one.
-///
-/// # Safety
-/// `f` must write every value of the row it is given (`MaybeUninit::write`).
-pub unsafe fn new_rows_with_cost(
+/// A new buffer of `n` values, filled by `f(start, piece)` as [`for_each_chunk`] would fill a
+/// zeroed one. Each piece is zeroed just before `f` sees it, by the thread that fills it and
+/// while the piece is in its cache, instead of the whole buffer beforehand on one thread
+/// (`vec![0.0; n]` on reused memory: a pass over memory while the other threads wait).
+pub fn new_by_chunks(n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    for_each_chunk(
+        &mut v.spare_capacity_mut()[..n],
+        #[inline(always)]
+        |start, piece| f(start, zeroed(piece)),
+    );
+    // SAFETY: the pieces cover all n values, and `zeroed` initialised each of them.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// A new buffer of `rows` rows of `row_len` values, filled by `f(row_index, row)` as
+/// [`for_each_row_with_cost`] would fill a zeroed one; each row is zeroed just before (see
+/// [`new_by_chunks`]).
+pub fn new_by_rows_with_cost(
     rows: usize,
     row_len: usize,
     cost: usize,
-    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+    f: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let n = rows * row_len;
     let mut v = Vec::with_capacity(n);
-    for_each_row_with_cost(&mut v.spare_capacity_mut()[..n], row_len, cost, f);
-    // SAFETY: every row was passed to `f`, which wrote all of it (the caller's promise).
+    for_each_row_with_cost(
+        &mut v.spare_capacity_mut()[..n],
+        row_len,
+        cost,
+        #[inline(always)]
+        |r, row| f(r, zeroed(row)),
+    );
+    // SAFETY: the rows cover all n values (with row_len = 0 there are none), and `zeroed`
+    // initialised each of them.
     unsafe { v.set_len(n) };
     v
+}
+
+/// Two new buffers of `rows` rows each (lengths `a_len` and `b_len`), filled by `f(r, a_row,
+/// b_row)` as [`for_each_row_pair`] would fill zeroed ones; each row is zeroed just before.
+pub fn new_by_row_pairs(
+    rows: usize,
+    a_len: usize,
+    b_len: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(
+        rows == 0 || (a_len > 0 && b_len > 0),
+        "new_by_row_pairs: rows of length 0"
+    );
+    let (mut a, mut b) = (
+        Vec::with_capacity(rows * a_len),
+        Vec::with_capacity(rows * b_len),
+    );
+    for_each_row_pair(
+        &mut a.spare_capacity_mut()[..rows * a_len],
+        a_len,
+        &mut b.spare_capacity_mut()[..rows * b_len],
+        b_len,
+        #[inline(always)]
+        |r, ra, rb| f(r, zeroed(ra), zeroed(rb)),
+    );
+    // SAFETY: the row pairs cover both buffers, and `zeroed` initialised every row.
+    unsafe {
+        a.set_len(rows * a_len);
+        b.set_len(rows * b_len);
+    }
+    (a, b)
+}
+
+/// Zeros a piece of a buffer under construction and hands it out as initialised values.
+#[inline(always)]
+fn zeroed(piece: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    piece.fill(MaybeUninit::new(0.0));
+    // SAFETY: every value was initialised just above, and MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(piece as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// [`for_each_row`] over two buffers at once: row r of `a` (length `a_len`) and row r of `b`
 /// (length `b_len`) go to the same call, `f(r, a_row, b_row)` (e.g. a normalized row and its
 /// saved statistics).
-pub fn for_each_row_pair(
-    a: &mut [f32],
+pub fn for_each_row_pair<T: Send>(
+    a: &mut [T],
     a_len: usize,
-    b: &mut [f32],
+    b: &mut [T],
     b_len: usize,
-    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+    f: impl Fn(usize, &mut [T], &mut [T]) + Sync,
 ) {
     if a_len == 0 {
         return;
@@ -312,6 +371,49 @@ mod tests {
         assert_eq!(a.to_bits(), b.to_bits());
         let exact: f64 = xs.iter().map(|&x| x as f64).sum();
         assert!((a as f64 - exact).abs() < 1e-2 * exact.abs().max(1.0));
+    }
+
+    #[test]
+    fn new_buffers_equal_zeroed_ones_filled_the_same_way() {
+        // Each kernel adds into its output, so a value the new buffer failed to zero (freed
+        // non-zero memory reused) would show. Sizes below and above the parallel threshold.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (rows, len) in [(3, 7), (1000, 40), (37, 5_000)] {
+            let n = rows * len;
+            let add_chunk = |s: usize, piece: &mut [f32]| {
+                for (i, x) in piece.iter_mut().enumerate() {
+                    *x += (s + i) as f32;
+                }
+            };
+            let add_row = |r: usize, row: &mut [f32]| row.iter_mut().for_each(|x| *x += r as f32);
+            drop(vec![1.5f32; 4 * n]);
+            let by_chunks = pool.install(|| new_by_chunks(n, add_chunk));
+            let mut want = vec![0.0; n];
+            for_each_chunk(&mut want, add_chunk);
+            assert!(by_chunks == want, "new_by_chunks, {n} values");
+
+            drop(vec![1.5f32; 4 * n]);
+            let by_rows = pool.install(|| new_by_rows_with_cost(rows, len, len, add_row));
+            let mut want = vec![0.0; n];
+            for_each_row(&mut want, len, add_row);
+            assert!(
+                by_rows == want,
+                "new_by_rows_with_cost, {rows} rows of {len}"
+            );
+
+            drop(vec![1.5f32; 4 * n]);
+            let (a, b) = pool.install(|| {
+                new_by_row_pairs(rows, len, 2, |r, ra, rb| {
+                    add_row(r, ra);
+                    add_row(r, rb);
+                })
+            });
+            let b_want: Vec<f32> = (0..rows).flat_map(|r| [r as f32; 2]).collect();
+            assert!(a == want && b == b_want, "new_by_row_pairs, {rows} rows");
+        }
     }
 
     #[test]

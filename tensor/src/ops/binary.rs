@@ -15,7 +15,7 @@
 use std::ops;
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::parallel::for_each_chunk;
+use crate::kernels::parallel::{for_each_chunk, new_by_chunks};
 use crate::layout::broadcast_shapes;
 use crate::tensor::Tensor;
 
@@ -70,16 +70,16 @@ binary_fn!(Mul, "mul", |a, b, y| a * b, b, a);
 binary_fn!(Div, "div", |a, b, y| a / b, 1.0 / b, -y / b);
 
 /// `out[i] = f(a[i], b[i])`. Shapes: out, a, b: (N,)
-fn binary_forward<F: BinaryFn>(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for_each_chunk(
-        out,
+fn binary_forward<F: BinaryFn>(a: &[f32], b: &[f32]) -> Vec<f32> {
+    new_by_chunks(
+        a.len(),
         #[inline(always)]
         |s, piece| {
             for (i, o) in piece.iter_mut().enumerate() {
                 *o = F::f(a[s + i], b[s + i]);
             }
         },
-    );
+    )
 }
 
 /// `da[i] += ∂f/∂a(a[i], b[i]) · dout[i]`, and likewise for `b` (accumulates).
@@ -159,8 +159,7 @@ impl Tensor {
         let a = self.broadcast_to(&shape);
         let b = other.broadcast_to(&shape);
         let (av, bv) = (a.values(), b.values());
-        let mut out = vec![0.0; av.len()];
-        binary_forward::<F>(&mut out, &av, &bv);
+        let out = binary_forward::<F>(&av, &bv);
         Tensor::from_op(out, &shape, &[&a, &b], || {
             BinaryNode::<F>(Default::default())
         })

@@ -10,16 +10,17 @@
 //! PyTorch equivalent: `torch.nn.functional.dropout(x, p, training)`.
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::parallel::for_each_chunk;
+use crate::kernels::parallel::{for_each_chunk, new_by_chunks};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng`; returns the mask.
-fn dropout_forward(out: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) -> Vec<f32> {
+/// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng`; returns the output
+/// and the mask.
+fn dropout_forward(inp: &[f32], p: f32, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
     let mask = rng.dropout_mask(inp.len(), p);
     let m = &mask;
-    for_each_chunk(
-        out,
+    let out = new_by_chunks(
+        inp.len(),
         #[inline(always)]
         |s, piece| {
             for ((o, m), &x) in piece.iter_mut().zip(&m[s..]).zip(&inp[s..]) {
@@ -27,7 +28,7 @@ fn dropout_forward(out: &mut [f32], inp: &[f32], p: f32, rng: &mut Rng) -> Vec<f
             }
         },
     );
-    mask
+    (out, mask)
 }
 
 /// `dinp[i] += dout[i] · mask[i]`.
@@ -70,8 +71,7 @@ impl Tensor {
             return self.clone();
         }
         let inp = self.values();
-        let mut out = vec![0.0; inp.len()];
-        let mask = dropout_forward(&mut out, &inp, p, rng);
+        let (out, mask) = dropout_forward(&inp, p, rng);
         Tensor::from_op(out, self.shape(), &[self], || DropoutNode { mask })
     }
 }

@@ -18,7 +18,7 @@
 //! the model crate; tests check the two agree. PyTorch: `F.layer_norm(x, (C,), w, b, eps)`.
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::parallel::{accumulate_over_rows, for_each_row, for_each_row_pair};
+use crate::kernels::parallel::{accumulate_over_rows, for_each_row, new_by_row_pairs};
 use crate::tensor::Tensor;
 
 /// Σ f(xᵢ) over a row, in sixteen running sums in a fixed order, so it vectorises and gives
@@ -56,27 +56,19 @@ fn layer_norm_row(
     (mean, rstd)
 }
 
-/// Forward over rows of length C. `stats[2r..2r+2] = (μ, r)` of row r.
-fn layer_norm_forward(
-    out: &mut [f32],
-    stats: &mut [f32],
-    inp: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    eps: f32,
-) {
+/// Forward over rows of length C: the output, and `stats[2r..2r+2] = (μ, r)` of row r.
+fn layer_norm_forward(inp: &[f32], weight: &[f32], bias: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let c = weight.len();
-    for_each_row_pair(
-        out,
+    new_by_row_pairs(
+        inp.len() / c.max(1),
         c,
-        stats,
         2,
         #[inline(always)]
         |r, row, stat| {
             let (mean, rstd) = layer_norm_row(row, &inp[r * c..(r + 1) * c], weight, bias, eps);
             (stat[0], stat[1]) = (mean, rstd);
         },
-    );
+    )
 }
 
 /// `dinp += r·(dn − mean(dn) − n·mean(dn·n))` per row, with dn = dout·w.
@@ -198,16 +190,7 @@ impl Tensor {
             bias.shape()
         );
         let xv = self.values();
-        let mut out = vec![0.0; xv.len()];
-        let mut stats = vec![0.0; 2 * (xv.len() / c.max(1))];
-        layer_norm_forward(
-            &mut out,
-            &mut stats,
-            &xv,
-            &weight.values(),
-            &bias.values(),
-            eps,
-        );
+        let (out, stats) = layer_norm_forward(&xv, &weight.values(), &bias.values(), eps);
         Tensor::from_op(out, self.shape(), &[self, weight, bias], || LayerNormNode {
             stats,
         })

@@ -16,7 +16,7 @@
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::math;
-use crate::kernels::parallel::{self, for_each_row};
+use crate::kernels::parallel::{self, for_each_row, new_by_rows_with_cost};
 use crate::tensor::Tensor;
 
 /// One row: `out = softmax(inp)`, or `log_softmax(inp)` when `log` is set. Shapes: (C,)
@@ -41,13 +41,14 @@ fn softmax_row(out: &mut [f32], inp: &[f32], log: bool) {
 }
 
 /// Rows of length `c`: forward of softmax (or log-softmax).
-fn softmax_forward(out: &mut [f32], inp: &[f32], c: usize, log: bool) {
-    for_each_row(
-        out,
+fn softmax_forward(inp: &[f32], c: usize, log: bool) -> Vec<f32> {
+    new_by_rows_with_cost(
+        inp.len() / c.max(1),
+        c,
         c,
         #[inline(always)]
         |r, row| softmax_row(row, &inp[r * c..(r + 1) * c], log),
-    );
+    )
 }
 
 /// Rows of length `c`: `dinp += softmax' · dout`, given the forward output `out`.
@@ -103,8 +104,7 @@ impl Tensor {
                 .transpose(d as isize, -1);
         }
         let c = self.shape()[last];
-        let mut out = vec![0.0; self.numel()];
-        softmax_forward(&mut out, &self.values(), c, log);
+        let out = softmax_forward(&self.values(), c, log);
         Tensor::from_op(out, self.shape(), &[self], || SoftmaxNode { log })
     }
 

@@ -7,7 +7,7 @@
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::math;
-use crate::kernels::parallel::for_each_chunk;
+use crate::kernels::parallel::{for_each_chunk, new_by_chunks};
 use crate::tensor::Tensor;
 
 /// A scalar function with its derivative.
@@ -19,16 +19,16 @@ pub(crate) trait UnaryFn: Send + Sync + 'static {
 }
 
 /// `out[i] = f(inp[i])`. Shapes: out, inp: (N,)
-pub(crate) fn unary_forward<U: UnaryFn>(op: &U, out: &mut [f32], inp: &[f32]) {
-    for_each_chunk(
-        out,
+pub(crate) fn unary_forward<U: UnaryFn>(op: &U, inp: &[f32]) -> Vec<f32> {
+    new_by_chunks(
+        inp.len(),
         #[inline(always)]
         |start, piece| {
             for (o, &x) in piece.iter_mut().zip(&inp[start..]) {
                 *o = op.f(x);
             }
         },
-    );
+    )
 }
 
 /// `dinp[i] += f'(inp[i]) · dout[i]` (accumulates; never overwrites).
@@ -68,8 +68,7 @@ impl<U: UnaryFn> Backward for UnaryNode<U> {
 impl Tensor {
     pub(crate) fn unary<U: UnaryFn>(&self, op: U) -> Tensor {
         let inp = self.values();
-        let mut out = vec![0.0; inp.len()];
-        unary_forward(&op, &mut out, &inp);
+        let out = unary_forward(&op, &inp);
         Tensor::from_op(out, self.shape(), &[self], || UnaryNode(op))
     }
 }

@@ -235,10 +235,7 @@ pub unsafe fn gemm<K: MicroKernel>(
                     // sequential streams, and transposing it into a packed strip cost as much
                     // as the kernel saved (k = 128…768 products), unless its rows would evict
                     // each other from L1. Anything else is packed.
-                    let in_place = a.cs == 1
-                        && mr == K::MR
-                        && !rows_share_l1_sets(a.rs)
-                        && std::env::var_os("XPACK").is_none();
+                    let in_place = a.cs == 1 && mr == K::MR && !rows_share_l1_sets(a.rs);
                     let (a_ptr, a_rs, a_cs) = if in_place {
                         (a_strip.ptr, a.rs, 1)
                     } else {

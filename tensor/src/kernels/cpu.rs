@@ -45,6 +45,29 @@ pub fn has_avx2_fma() -> bool {
     }
 }
 
+/// True on AMD CPUs (CPUID vendor "AuthenticAMD"): the one-token matrix-vector loop reads
+/// weights differently there (see `ops::linear`), as measured.
+pub fn is_amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AMD: OnceLock<bool> = OnceLock::new();
+        *AMD.get_or_init(|| {
+            // SAFETY: CPUID exists on every x86-64 CPU; leaf 0 holds the vendor string.
+            #[allow(unused_unsafe)]
+            let r = unsafe { std::arch::x86_64::__cpuid(0) };
+            let vendor: Vec<u8> = [r.ebx, r.edx, r.ecx]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            vendor == b"AuthenticAMD"
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The SGEMM implementation every matmul runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
@@ -344,6 +367,17 @@ fn parse_size(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vendor_agrees_with_the_kernel() {
+        // Linux's /proc/cpuinfo names the vendor CPUID reports
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            return;
+        };
+        if let Some(line) = info.lines().find(|l| l.starts_with("vendor_id")) {
+            assert_eq!(is_amd(), line.ends_with("AuthenticAMD"), "{line}");
+        }
+    }
 
     #[test]
     fn unset_or_empty_picks_the_widest_available() {

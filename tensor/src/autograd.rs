@@ -57,7 +57,9 @@ use std::cell::Cell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use crate::kernels::parallel::zeros;
+use crate::kernels::parallel::{
+    for_each_chunk, for_each_row, new_by_chunks, new_by_rows_with_cost, zeros,
+};
 use crate::tensor::Tensor;
 
 /// The backward rule of one op. `backward` receives the op's inputs, its output and the
@@ -119,6 +121,42 @@ impl GradStore {
                     t.shape()
                 );
                 e.insert(g);
+            }
+        }
+    }
+
+    /// Adds into `t`'s gradient piece by piece: `f(start, piece)` adds the contribution to
+    /// the values `start..` (a [`for_each_chunk`] closure). A first contribution goes into a
+    /// new buffer zeroed piece by piece as it is filled ([`new_by_chunks`]), so no zeroed
+    /// buffer is written first and read back. Does nothing when no gradient is wanted for `t`.
+    pub fn add_by_chunks(&mut self, t: &Tensor, f: impl Fn(usize, &mut [f32]) + Sync) {
+        if !t.is_requires_grad() {
+            return;
+        }
+        match self.map.entry(t.id()) {
+            Entry::Occupied(mut e) => for_each_chunk(e.get_mut(), f),
+            Entry::Vacant(e) => {
+                e.insert(new_by_chunks(t.numel(), f));
+            }
+        }
+    }
+
+    /// [`GradStore::add_by_chunks`] row by row: `f(r, row)` adds the contribution to row r
+    /// (rows of `row_len` values, a [`for_each_row`] closure).
+    pub fn add_by_rows(
+        &mut self,
+        t: &Tensor,
+        row_len: usize,
+        f: impl Fn(usize, &mut [f32]) + Sync,
+    ) {
+        if !t.is_requires_grad() {
+            return;
+        }
+        match self.map.entry(t.id()) {
+            Entry::Occupied(mut e) => for_each_row(e.get_mut(), row_len, f),
+            Entry::Vacant(e) => {
+                let rows = t.numel() / row_len.max(1);
+                e.insert(new_by_rows_with_cost(rows, row_len, row_len, f));
             }
         }
     }
@@ -331,6 +369,29 @@ mod tests {
             seen.push((t.id(), t.grad().unwrap().item()))
         });
         assert_eq!(seen, vec![(c.id(), 4.0), (a.id(), 12.0)]);
+    }
+
+    #[test]
+    fn first_and_later_contributions_add_the_same_way() {
+        // A tensor used twice gets its first gradient into a new buffer and the second added
+        // into it; g + g is exact, so the sum must be twice the gradient of one use, bit for
+        // bit (sizes above the parallel threshold; element-wise and row-wise ops)
+        let mut rng = crate::Rng::seed(7);
+        let x = Tensor::randn(&[300, 200], &mut rng).requires_grad();
+        let w = Tensor::randn(&[300, 200], &mut rng);
+        for op in [
+            |t: &Tensor| t.gelu(),
+            |t: &Tensor| t.softmax(-1),
+            |t: &Tensor| t.dropout(0.5, true, &mut crate::Rng::seed(1)),
+        ] {
+            op(&x).mul(&w).sum_all().backward();
+            let once = x.grad().unwrap().to_vec();
+            x.zero_grad();
+            op(&x).add(&op(&x)).mul(&w).sum_all().backward();
+            let twice = x.grad().unwrap().to_vec();
+            x.zero_grad();
+            assert!(once.iter().zip(&twice).all(|(a, b)| 2.0 * a == *b));
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use std::ops;
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::parallel::{for_each_chunk, new_by_chunks};
+use crate::kernels::parallel::new_by_chunks;
 use crate::layout::broadcast_shapes;
 use crate::tensor::Tensor;
 
@@ -82,17 +82,20 @@ fn binary_forward<F: BinaryFn>(a: &[f32], b: &[f32]) -> Vec<f32> {
     )
 }
 
-/// `da[i] += ∂f/∂a(a[i], b[i]) · dout[i]`, and likewise for `b` (accumulates).
+/// `da[i] += ∂f/∂a(a[i], b[i]) · dout[i]` into the gradient of `t` (`partial` = ∂f/∂a, or
+/// ∂f/∂b for `b`'s gradient; accumulates).
+#[allow(clippy::too_many_arguments)]
 fn binary_backward<F: BinaryFn>(
-    dinp: &mut [f32],
+    grads: &mut GradStore,
+    t: &Tensor,
     partial: fn(f32, f32, f32) -> f32,
     a: &[f32],
     b: &[f32],
     out: &[f32],
     dout: &[f32],
 ) {
-    for_each_chunk(
-        dinp,
+    grads.add_by_chunks(
+        t,
         #[inline(always)]
         |s, piece| {
             for (i, d) in piece.iter_mut().enumerate() {
@@ -103,10 +106,10 @@ fn binary_backward<F: BinaryFn>(
     );
 }
 
-/// `dinp[i] += c · dout[i]`. Shapes: dinp, dout: (N,)
-fn scaled_accumulate(dinp: &mut [f32], c: f32, dout: &[f32]) {
-    for_each_chunk(
-        dinp,
+/// `dinp[i] += c · dout[i]` into the gradient of `t`. Shapes: dinp, dout: (N,)
+fn scaled_accumulate(grads: &mut GradStore, t: &Tensor, c: f32, dout: &[f32]) {
+    grads.add_by_chunks(
+        t,
         #[inline(always)]
         |s, piece| {
             for (i, d) in piece.iter_mut().enumerate() {
@@ -125,23 +128,15 @@ impl<F: BinaryFn> Backward for BinaryNode<F> {
     fn backward(&self, inputs: &[Tensor], out: &Tensor, dout: &[f32], grads: &mut GradStore) {
         let (a, b) = (&inputs[0], &inputs[1]);
         if let Some((ca, cb)) = F::CONSTANT_PARTIALS {
-            // dinp += c·dout; a first contribution is a copy, with no zeroed buffer
+            // dinp += c·dout
             for (t, c) in [(a, ca), (b, cb)] {
-                grads.add(
-                    t,
-                    || dout.iter().map(|g| c * g).collect(),
-                    |d| scaled_accumulate(d, c, dout),
-                );
+                scaled_accumulate(grads, t, c, dout);
             }
             return;
         }
         let (av, bv, yv) = (a.values(), b.values(), out.values());
-        if let Some(da) = grads.slot(a) {
-            binary_backward::<F>(da, F::da, &av, &bv, &yv, dout);
-        }
-        if let Some(db) = grads.slot(b) {
-            binary_backward::<F>(db, F::db, &av, &bv, &yv, dout);
-        }
+        binary_backward::<F>(grads, a, F::da, &av, &bv, &yv, dout);
+        binary_backward::<F>(grads, b, F::db, &av, &bv, &yv, dout);
     }
 }
 

@@ -10,7 +10,7 @@
 //! PyTorch equivalent: `torch.nn.functional.dropout(x, p, training)`.
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::parallel::{for_each_chunk, new_by_chunks};
+use crate::kernels::parallel::new_by_chunks;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -31,10 +31,10 @@ fn dropout_forward(inp: &[f32], p: f32, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
     (out, mask)
 }
 
-/// `dinp[i] += dout[i] · mask[i]`.
-fn dropout_backward(dinp: &mut [f32], mask: &[f32], dout: &[f32]) {
-    for_each_chunk(
-        dinp,
+/// `dinp[i] += dout[i] · mask[i]` into the gradient of `t`.
+fn dropout_backward(grads: &mut GradStore, t: &Tensor, mask: &[f32], dout: &[f32]) {
+    grads.add_by_chunks(
+        t,
         #[inline(always)]
         |s, piece| {
             for ((d, &m), &g) in piece.iter_mut().zip(&mask[s..]).zip(&dout[s..]) {
@@ -53,9 +53,7 @@ impl Backward for DropoutNode {
         "dropout"
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, dout: &[f32], grads: &mut GradStore) {
-        if let Some(dinp) = grads.slot(&inputs[0]) {
-            dropout_backward(dinp, &self.mask, dout);
-        }
+        dropout_backward(grads, &inputs[0], &self.mask, dout);
     }
 }
 

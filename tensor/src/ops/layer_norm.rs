@@ -18,7 +18,7 @@
 //! the model crate; tests check the two agree. PyTorch: `F.layer_norm(x, (C,), w, b, eps)`.
 
 use crate::autograd::{Backward, GradStore};
-use crate::kernels::parallel::{accumulate_over_rows, for_each_row, new_by_row_pairs};
+use crate::kernels::parallel::{accumulate_over_rows, new_by_row_pairs};
 use crate::tensor::Tensor;
 
 /// Σ f(xᵢ) over a row, in sixteen running sums in a fixed order, so it vectorises and gives
@@ -73,15 +73,16 @@ fn layer_norm_forward(inp: &[f32], weight: &[f32], bias: &[f32], eps: f32) -> (V
 
 /// `dinp += r·(dn − mean(dn) − n·mean(dn·n))` per row, with dn = dout·w.
 fn layer_norm_backward_input(
-    dinp: &mut [f32],
+    grads: &mut GradStore,
+    t: &Tensor,
     dout: &[f32],
     inp: &[f32],
     weight: &[f32],
     stats: &[f32],
 ) {
     let c = weight.len();
-    for_each_row(
-        dinp,
+    grads.add_by_rows(
+        t,
         c,
         #[inline(always)]
         |r, dx| {
@@ -160,9 +161,7 @@ impl Backward for LayerNormNode {
         let (x, w, b) = (&inputs[0], &inputs[1], &inputs[2]);
         let (xv, wv) = (x.values(), w.values());
         let c = wv.len();
-        if let Some(dx) = grads.slot(x) {
-            layer_norm_backward_input(dx, dout, &xv, &wv, &self.stats);
-        }
+        layer_norm_backward_input(grads, x, dout, &xv, &wv, &self.stats);
         if w.is_requires_grad() || b.is_requires_grad() {
             let mut dwb = vec![0.0; 2 * c];
             layer_norm_backward_params(&mut dwb, dout, &xv, &self.stats, c);

@@ -16,7 +16,7 @@
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::math;
-use crate::kernels::parallel::{self, for_each_row, new_by_rows_with_cost};
+use crate::kernels::parallel::{self, new_by_rows_with_cost};
 use crate::tensor::Tensor;
 
 /// One row: `out = softmax(inp)`, or `log_softmax(inp)` when `log` is set. Shapes: (C,)
@@ -51,10 +51,18 @@ fn softmax_forward(inp: &[f32], c: usize, log: bool) -> Vec<f32> {
     )
 }
 
-/// Rows of length `c`: `dinp += softmax' · dout`, given the forward output `out`.
-fn softmax_backward(dinp: &mut [f32], out: &[f32], dout: &[f32], c: usize, log: bool) {
-    for_each_row(
-        dinp,
+/// Rows of length `c`: `dinp += softmax' · dout` into the gradient of `t`, given the forward
+/// output `out`.
+fn softmax_backward(
+    grads: &mut GradStore,
+    t: &Tensor,
+    out: &[f32],
+    dout: &[f32],
+    c: usize,
+    log: bool,
+) {
+    grads.add_by_rows(
+        t,
         c,
         #[inline(always)]
         |r, dx| {
@@ -87,8 +95,15 @@ impl Backward for SoftmaxNode {
         }
     }
     fn backward(&self, inputs: &[Tensor], out: &Tensor, dout: &[f32], grads: &mut GradStore) {
-        if let Some(dinp) = grads.slot(&inputs[0]) {
-            softmax_backward(dinp, &out.values(), dout, out.size(-1), self.log);
+        if inputs[0].is_requires_grad() {
+            softmax_backward(
+                grads,
+                &inputs[0],
+                &out.values(),
+                dout,
+                out.size(-1),
+                self.log,
+            );
         }
     }
 }

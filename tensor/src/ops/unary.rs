@@ -7,7 +7,7 @@
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::math;
-use crate::kernels::parallel::{for_each_chunk, new_by_chunks};
+use crate::kernels::parallel::new_by_chunks;
 use crate::tensor::Tensor;
 
 /// A scalar function with its derivative.
@@ -31,16 +31,17 @@ pub(crate) fn unary_forward<U: UnaryFn>(op: &U, inp: &[f32]) -> Vec<f32> {
     )
 }
 
-/// `dinp[i] += f'(inp[i]) · dout[i]` (accumulates; never overwrites).
+/// `dinp[i] += f'(inp[i]) · dout[i]` into the gradient of `t` (accumulates; never overwrites).
 pub(crate) fn unary_backward<U: UnaryFn>(
     op: &U,
-    dinp: &mut [f32],
+    grads: &mut GradStore,
+    t: &Tensor,
     inp: &[f32],
     out: &[f32],
     dout: &[f32],
 ) {
-    for_each_chunk(
-        dinp,
+    grads.add_by_chunks(
+        t,
         #[inline(always)]
         |start, piece| {
             let (x, y, dy) = (&inp[start..], &out[start..], &dout[start..]);
@@ -59,8 +60,9 @@ impl<U: UnaryFn> Backward for UnaryNode<U> {
         U::NAME
     }
     fn backward(&self, inputs: &[Tensor], out: &Tensor, dout: &[f32], grads: &mut GradStore) {
-        if let Some(dinp) = grads.slot(&inputs[0]) {
-            unary_backward(&self.0, dinp, &inputs[0].values(), &out.values(), dout);
+        let x = &inputs[0];
+        if x.is_requires_grad() {
+            unary_backward(&self.0, grads, x, &x.values(), &out.values(), dout);
         }
     }
 }

@@ -156,6 +156,12 @@ impl GradStore {
             Entry::Occupied(mut e) => for_each_row(e.get_mut(), row_len, f),
             Entry::Vacant(e) => {
                 let rows = t.numel() / row_len.max(1);
+                assert_eq!(
+                    rows * row_len,
+                    t.numel(),
+                    "backward: rows of {row_len} for a tensor of shape {:?}",
+                    t.shape()
+                );
                 e.insert(new_by_rows_with_cost(rows, row_len, row_len, f));
             }
         }

@@ -19,7 +19,7 @@
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::math;
-use crate::kernels::parallel::{for_each_row, for_each_row_with_cost, new_by_rows_with_cost};
+use crate::kernels::parallel::for_each_row_with_cost;
 use crate::tensor::Tensor;
 
 /// The target of a row that does not count (PyTorch's `-100`).
@@ -73,42 +73,6 @@ fn add_gradient_row(d: &mut [f32], row: &[f32], lse: f32, target: usize, scale: 
     d[target] -= scale;
 }
 
-/// `dlogits[r, j] += (softmax[r, j] − [j = t_r]) · scale`, for rows that count.
-fn cross_entropy_backward(
-    dlogits: &mut [f32],
-    logits: &[f32],
-    lse: &[f32],
-    targets: &[usize],
-    v: usize,
-    scale: f32,
-) {
-    for_each_row(
-        dlogits,
-        v,
-        #[inline(always)]
-        |r, d| add_gradient_row(d, &logits[r * v..(r + 1) * v], lse[r], targets[r], scale),
-    );
-}
-
-/// The same gradient as [`cross_entropy_backward`] into a new buffer, when it is the first to
-/// arrive: no buffer of zeros is made first and read back (for GPT-2's vocabulary, 412 MB per
-/// batch of 2,048 rows).
-fn cross_entropy_gradient(
-    logits: &[f32],
-    lse: &[f32],
-    targets: &[usize],
-    v: usize,
-    scale: f32,
-) -> Vec<f32> {
-    new_by_rows_with_cost(
-        targets.len(),
-        v,
-        v,
-        #[inline(always)]
-        |r, d| add_gradient_row(d, &logits[r * v..(r + 1) * v], lse[r], targets[r], scale),
-    )
-}
-
 struct CrossEntropyNode {
     lse: Vec<f32>,
     targets: Vec<usize>,
@@ -129,10 +93,13 @@ impl Backward for CrossEntropyNode {
         let scale = dout[0] / self.counted as f32;
         let xv = x.values();
         let (lse, targets) = (&self.lse, &self.targets);
-        grads.add(
+        // a first gradient fills a new buffer: for GPT-2's vocabulary no 412 MB of zeros (per
+        // 2,048 rows) is written first and read back
+        grads.add_by_rows(
             x,
-            || cross_entropy_gradient(&xv, lse, targets, v, scale),
-            |dx| cross_entropy_backward(dx, &xv, lse, targets, v, scale),
+            v,
+            #[inline(always)]
+            |r, d| add_gradient_row(d, &xv[r * v..(r + 1) * v], lse[r], targets[r], scale),
         );
     }
 }
@@ -202,20 +169,23 @@ mod tests {
 
     #[test]
     fn new_gradient_equals_one_added_into_zeros() {
-        // the first gradient is written into a fresh buffer, later ones are added: same values
-        // (large enough to run on several threads, with an ignored row in the middle)
+        // the first gradient fills a new buffer, a second one is added into it: twice the
+        // loss has exactly twice the gradient (rows on several threads, one ignored)
         let (rows, v) = (40, 5_000);
         let mut rng = Rng::seed(3);
-        let logits = Tensor::randn(&[rows, v], &mut rng).mul_scalar(4.0).to_vec();
+        let x = Tensor::randn(&[rows, v], &mut rng)
+            .mul_scalar(4.0)
+            .requires_grad();
         let mut targets: Vec<usize> = (0..rows).map(|r| r * 123 % v).collect();
         targets[17] = IGNORE_INDEX;
-        let mut lse = vec![0.0; rows];
-        super::cross_entropy_forward(&mut lse, &mut vec![0.0; rows], &logits, &targets, v);
-        let fresh = super::cross_entropy_gradient(&logits, &lse, &targets, v, 0.3);
-        let mut added = vec![0.0; rows * v];
-        super::cross_entropy_backward(&mut added, &logits, &lse, &targets, v, 0.3);
-        assert!(fresh == added, "the two gradients differ");
-        assert!(fresh[17 * v..18 * v].iter().all(|&g| g == 0.0));
+        x.cross_entropy(&targets).backward();
+        let once = x.grad().unwrap().to_vec();
+        x.zero_grad();
+        let loss = x.cross_entropy(&targets);
+        loss.add(&x.cross_entropy(&targets)).backward();
+        let twice = x.grad().unwrap().to_vec();
+        assert!(once.iter().zip(&twice).all(|(a, b)| 2.0 * a == *b));
+        assert!(once[17 * v..18 * v].iter().all(|&g| g == 0.0));
     }
 
     #[test]

@@ -112,15 +112,14 @@ pub fn for_each_row_with_cost<T: Send>(
 /// while the piece is in its cache, instead of the whole buffer beforehand on one thread
 /// (`vec![0.0; n]` on reused memory: a pass over memory while the other threads wait).
 pub fn new_by_chunks(n: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    for_each_chunk(
-        &mut v.spare_capacity_mut()[..n],
-        #[inline(always)]
-        |start, piece| f(start, zeroed(piece)),
-    );
-    // SAFETY: the pieces cover all n values, and `zeroed` initialised each of them.
-    unsafe { v.set_len(n) };
-    v
+    // the pieces cover all n values, and `zeroed` initialises each of them
+    new_buffer(n, |out| {
+        for_each_chunk(
+            out,
+            #[inline(always)]
+            |start, piece| f(start, zeroed(piece)),
+        )
+    })
 }
 
 /// A new buffer of `rows` rows of `row_len` values, filled by `f(row_index, row)` as
@@ -132,17 +131,26 @@ pub fn new_by_rows_with_cost(
     cost: usize,
     f: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let n = rows * row_len;
+    // the rows cover all values (with row_len = 0 there are none), and `zeroed` initialises
+    // each of them
+    new_buffer(rows * row_len, |out| {
+        for_each_row_with_cost(
+            out,
+            row_len,
+            cost,
+            #[inline(always)]
+            |r, row| f(r, zeroed(row)),
+        )
+    })
+}
+
+/// A new buffer of `n` values, all of which `fill` must initialise (the callers above pass
+/// every piece through [`zeroed`]).
+fn new_buffer(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
-    for_each_row_with_cost(
-        &mut v.spare_capacity_mut()[..n],
-        row_len,
-        cost,
-        #[inline(always)]
-        |r, row| f(r, zeroed(row)),
-    );
-    // SAFETY: the rows cover all n values (with row_len = 0 there are none), and `zeroed`
-    // initialised each of them.
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` initialised all n values (this private function's contract, kept by its
+    // two callers).
     unsafe { v.set_len(n) };
     v
 }

@@ -16,5 +16,5 @@ pub mod self_attention;
 pub mod simplified;
 
 pub use causal::{causal_mask, CausalAttention};
-pub use multi_head::{KvCache, MultiHeadAttention, MultiHeadAttentionWrapper};
+pub use multi_head::{KvCache, LayerCache, MultiHeadAttention, MultiHeadAttentionWrapper};
 pub use self_attention::{SelfAttentionV1, SelfAttentionV2};

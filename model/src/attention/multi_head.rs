@@ -71,10 +71,10 @@ pub struct MultiHeadAttention {
     ctx: Context,
 }
 
-/// Keys and values of the positions seen so far, per layer: `[B, NH, T_past, HS]` each.
+/// Keys and values of the positions seen so far, per layer (see [`LayerCache`]).
 #[derive(Default, Clone)]
 pub struct KvCache {
-    pub layers: Vec<Option<(Tensor, Tensor)>>,
+    pub layers: Vec<Option<LayerCache>>,
 }
 
 impl KvCache {
@@ -88,7 +88,7 @@ impl KvCache {
     /// Number of positions cached.
     pub fn len(&self) -> usize {
         match self.layers.first() {
-            Some(Some((k, _))) => k.size(-2),
+            Some(Some(layer)) => layer.len(),
             _ => 0,
         }
     }
@@ -96,6 +96,105 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// One layer's cached keys and values: buffers `[B, NH, capacity, HS]` whose first `len`
+/// positions are filled. A new token's key and value are written in place after them, and
+/// attention reads the filled part as a view ([`LayerCache::keys`]), so a step copies only
+/// its own positions; concatenating instead would copy the whole cache at every token. Like a
+/// `Vec`, the buffers double when full (at most to the context length), so growing to T
+/// positions copies fewer than 2·T positions in all.
+#[derive(Clone)]
+pub struct LayerCache {
+    keys: Tensor,
+    values: Tensor,
+    len: usize,
+}
+
+impl LayerCache {
+    /// Positions held when the first step brings fewer: room for this many new tokens before
+    /// the first doubling.
+    const MIN_CAPACITY: usize = 64;
+
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the buffers hold before they have to grow.
+    pub fn capacity(&self) -> usize {
+        self.keys.size(2)
+    }
+
+    /// The cached keys `[B, NH, len, HS]`: a view of the buffer, not a copy.
+    pub fn keys(&self) -> Tensor {
+        self.keys.narrow(2, 0, self.len)
+    }
+
+    /// The cached values `[B, NH, len, HS]`: a view of the buffer, not a copy.
+    pub fn values(&self) -> Tensor {
+        self.values.narrow(2, 0, self.len)
+    }
+
+    /// A cache holding the keys and values `[B, NH, T, HS]` of the first T positions, with
+    /// room for `capacity` (at least T) before it grows.
+    pub fn new(k: &Tensor, v: &Tensor, capacity: usize) -> LayerCache {
+        let shape = |cap: usize| [k.size(0), k.size(1), cap, k.size(3)];
+        let cap = capacity.max(k.size(2));
+        let mut layer = LayerCache {
+            keys: Tensor::zeros(&shape(cap)),
+            values: Tensor::zeros(&shape(cap)),
+            len: 0,
+        };
+        layer.append(k, v, cap);
+        layer
+    }
+
+    /// Writes the keys and values `[B, NH, T_new, HS]` of the next positions after the cached
+    /// ones, doubling the buffers first if they are full (to at most `max_len` positions).
+    #[track_caller]
+    pub fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) {
+        let (new, cap) = (k.size(2), self.capacity());
+        assert!(
+            k.shape() == v.shape()
+                && k.ndim() == 4
+                && [k.size(0), k.size(1), k.size(3)] == [self.keys.size(0), self.keys.size(1), self.keys.size(3)],
+            "LayerCache::append: keys {:?} and values {:?} must be [B, NH, T_new, HS] as the cache's {:?}",
+            k.shape(),
+            v.shape(),
+            self.keys.shape()
+        );
+        assert!(
+            self.len + new <= max_len.max(cap),
+            "LayerCache::append: {} cached + {new} new positions exceed {} positions",
+            self.len,
+            max_len.max(cap)
+        );
+        if self.len + new > cap {
+            let grown = (2 * cap).max(self.len + new).min(max_len);
+            let (keys, values) = (self.keys(), self.values());
+            *self = LayerCache::new(&keys, &values, grown);
+        }
+        write_positions(&self.keys, &k.values(), self.len, new);
+        write_positions(&self.values, &v.values(), self.len, new);
+        self.len += new;
+    }
+}
+
+/// Copies `rows` (`[B, NH, T_new, HS]`, row-major) into positions `at..at + T_new` of the
+/// buffer `[B, NH, capacity, HS]`.
+fn write_positions(buffer: &Tensor, rows: &[f32], at: usize, new: usize) {
+    let (cap, hs) = (buffer.size(2), buffer.size(3));
+    buffer.update(|buf| {
+        for (head, src) in rows.chunks_exact(new * hs).enumerate() {
+            let start = (head * cap + at) * hs;
+            buf[start..start + new * hs].copy_from_slice(src);
+        }
+    });
 }
 
 impl MultiHeadAttention {
@@ -204,26 +303,31 @@ impl MultiHeadAttention {
     /// Generation with a KV cache: `x` holds only the new positions `[B, T_new, d_in]`;
     /// `cache` holds keys and values of the earlier ones and is extended. No gradients.
     #[track_caller]
-    pub fn forward_cached(&self, x: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Tensor {
+    pub fn forward_cached(&self, x: &Tensor, cache: &mut Option<LayerCache>) -> Tensor {
         let _guard = no_grad();
         let q = self.split_heads(&self.w_query.forward(x));
         let k_new = self.split_heads(&self.w_key.forward(x));
         let v_new = self.split_heads(&self.w_value.forward(x));
-        let (k, v) = match cache.take() {
-            Some((k_old, v_old)) => (
-                Tensor::concat(&[&k_old, &k_new], 2),
-                Tensor::concat(&[&v_old, &v_new], 2),
-            ),
-            None => (k_new.contiguous(), v_new.contiguous()),
-        };
+        let past = cache.as_ref().map_or(0, LayerCache::len);
         assert!(
-            k.size(2) <= self.context_length,
+            past + k_new.size(2) <= self.context_length,
             "MultiHeadAttention: cache of {} positions exceeds context length {}",
-            k.size(2),
+            past + k_new.size(2),
             self.context_length
         );
+        let layer = match cache {
+            Some(layer) => {
+                layer.append(&k_new, &v_new, self.context_length);
+                layer
+            }
+            None => cache.insert(LayerCache::new(
+                &k_new,
+                &v_new,
+                LayerCache::MIN_CAPACITY.min(self.context_length),
+            )),
+        };
+        let (k, v) = (layer.keys(), layer.values());
         let context = Tensor::causal_attention(&q, &k, &v, 0.0, false, &mut self.ctx.rng());
-        *cache = Some((k, v));
         self.out_proj.forward(&self.merge_heads(&context))
     }
 }
@@ -308,5 +412,63 @@ mod tests {
         assert_layer_gradients(&mha, &x, |x| mha.forward_composed(x));
         let w = MultiHeadAttentionWrapper::new(4, 2, 5, 0.0, 2, false, &ctx);
         assert_layer_gradients(&w, &x, |x| w.forward(x));
+    }
+
+    #[test]
+    fn cached_steps_past_a_doubling_equal_the_full_forward() {
+        // context 150: the cache starts at 64 positions, doubles to 128, then stops at 150
+        let ctx = Context::new(9);
+        let mha = MultiHeadAttention::new(6, 8, 150, 0.0, 2, true, &ctx);
+        ctx.eval();
+        let x = Tensor::randn(&[2, 150, 6], &mut ctx.rng());
+        let full = {
+            let _g = no_grad();
+            mha.forward(&x)
+        };
+        let mut cache = None;
+        let first = mha.forward_cached(&x.narrow(1, 0, 5), &mut cache);
+        assert_close(&first, &full.narrow(1, 0, 5), 1e-5);
+        let mut capacities = vec![cache.as_ref().unwrap().capacity()];
+        for t in 5..150 {
+            let step = mha.forward_cached(&x.narrow(1, t, 1), &mut cache);
+            assert_close(&step, &full.narrow(1, t, 1), 1e-5);
+            let layer = cache.as_ref().unwrap();
+            assert_eq!(layer.len(), t + 1);
+            if capacities.last() != Some(&layer.capacity()) {
+                capacities.push(layer.capacity());
+            }
+        }
+        assert_eq!(capacities, [64, 128, 150]);
+    }
+
+    #[test]
+    fn layer_cache_appends_in_place_and_keeps_earlier_positions() {
+        let mut rng = tensor::Rng::seed(3);
+        let parts: Vec<(Tensor, Tensor)> = [3, 1, 4]
+            .iter()
+            .map(|&t| {
+                (
+                    Tensor::randn(&[2, 3, t, 4], &mut rng),
+                    Tensor::randn(&[2, 3, t, 4], &mut rng),
+                )
+            })
+            .collect();
+        let mut layer = LayerCache::new(&parts[0].0, &parts[0].1, 4);
+        for (k, v) in &parts[1..] {
+            layer.append(k, v, 10);
+        }
+        assert_eq!((layer.len(), layer.capacity()), (8, 8));
+        let keys: Vec<&Tensor> = parts.iter().map(|(k, _)| k).collect();
+        let values: Vec<&Tensor> = parts.iter().map(|(_, v)| v).collect();
+        assert_eq!(layer.keys().to_vec(), Tensor::concat(&keys, 2).to_vec());
+        assert_eq!(layer.values().to_vec(), Tensor::concat(&values, 2).to_vec());
+    }
+
+    #[test]
+    #[should_panic(expected = "exceed 10 positions")]
+    fn layer_cache_refuses_more_than_its_limit() {
+        let k = Tensor::zeros(&[1, 1, 6, 2]);
+        let mut layer = LayerCache::new(&k, &k, 6);
+        layer.append(&k, &k, 10);
     }
 }

@@ -328,10 +328,8 @@ impl Tensor {
                 len,
             };
         }
-        let mut dense = vec![0.0; len];
-        layout.gather_into(&buf, &mut dense);
         Values {
-            buf: Arc::new(dense),
+            buf: Arc::new(layout.gather(&buf)),
             start: 0,
             len,
         }

@@ -35,7 +35,7 @@ use super::matmul::{batch_offsets, mat};
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm_serial, MatRef};
 use crate::kernels::math;
-use crate::kernels::parallel::{serial_dot, serial_sum};
+use crate::kernels::parallel::{serial_dot, serial_sum, zeros};
 use crate::kernels::simd::wide;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -321,7 +321,7 @@ fn forward_entries(
     nb: usize,
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
     let (tq, tk, hs) = (dims.tq, dims.tk, dims.hs);
-    let mut out = vec![0.0; nb * tq * hs];
+    let mut out = zeros(nb * tq * hs);
     // one buffer per batch entry, zeroed by the thread that fills it (while in its cache)
     let mut p: Vec<Vec<f32>> = vec![Vec::new(); nb];
     let (qd, kd, vd) = (q.storage(), k.storage(), v.storage());

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm, gemm_new, MatRef};
-use crate::kernels::parallel::{accumulate_over_rows, serial_dot};
+use crate::kernels::parallel::{accumulate_over_rows, new_by_rows_with_cost, serial_dot};
 use crate::kernels::simd::wide;
 use crate::tensor::Tensor;
 
@@ -189,9 +189,10 @@ fn linear_forward(
     let x = MatRef::row_major(inp, 0, ic);
     let w_t = MatRef::row_major(weight, 0, ic).t();
     match bias {
-        // Every row starts as the bias and the product is added to it (β = 1).
+        // Every row starts as the bias and the product is added to it (β = 1). The rows are
+        // written in parallel (one thread writing megabytes of bias rows kept the other idle).
         Some(b) => {
-            let mut out = b.repeat(n);
+            let mut out = new_by_rows_with_cost(n, oc, oc, |_, row| row.copy_from_slice(b));
             gemm(n, ic, oc, 1.0, x, w_t, 1.0, &mut out);
             out
         }

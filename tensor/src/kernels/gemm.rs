@@ -12,7 +12,9 @@
 //! and short), one call per band on rayon. Each band writes its own part of C, so no two
 //! threads touch the same element, and each element's sum over k runs in the same order
 //! whatever the split, which keeps results bit-identical across thread counts on each path
-//! (different paths may differ in the last bits).
+//! (different paths may differ in the last bits). A product whose k is long next to its small
+//! output is cut along k instead, into two halves summed separately and then added
+//! ([`k_split`]); that cut depends on the shape only, never on the number of threads.
 //!
 //! [`gemm_naive`] is the three-loop reference the tests compare against.
 
@@ -20,7 +22,7 @@ use rayon::prelude::*;
 
 use super::cpu::GemmPath;
 use super::packed_gemm::Operand;
-use super::parallel::serial_dot;
+use super::parallel::{for_each_chunk, serial_dot};
 use super::simd::wide;
 
 /// A read-only matrix operand: `data[offset + i·rs + j·cs]` is element (i, j).
@@ -126,6 +128,20 @@ pub fn gemm_on(
     if m == 0 || n == 0 {
         return;
     }
+    if let Some(h) = k_split(m, k, n) {
+        // C = β·C + α·A₀·B₀ on one thread while the other computes α·A₁·B₁; then the sum
+        let mut second = Vec::new();
+        rayon::join(
+            || gemm_serial_strided_on(path, m, h, n, alpha, a, b, beta, &mut c[..m * n], n),
+            || second = gemm_new_serial(path, m, k - h, n, alpha, a.at(0, h), b.at(h, 0)),
+        );
+        for_each_chunk(&mut c[..m * n], |start, piece| {
+            for (x, y) in piece.iter_mut().zip(&second[start..]) {
+                *x += y;
+            }
+        });
+        return;
+    }
     if !runs_in_parallel(m, k, n) {
         gemm_serial_strided_on(path, m, k, n, alpha, a, b, beta, c, n);
         return;
@@ -133,6 +149,33 @@ pub fn gemm_on(
     // SAFETY: operands and C were bounds-checked above, and `c` stays mutably borrowed until
     // every block is done.
     unsafe { gemm_blocks(path, m, k, n, alpha, a, b, beta, SendPtr(c.as_mut_ptr())) };
+}
+
+/// Where a product whose k is long next to its output is cut in two along k, if it is:
+/// k at least eight times the longer side of C and enough work to share (the weight
+/// gradients of a small model over many tokens, 128×2048 @ 2048×128; none of GPT-2 small's
+/// products at 512 tokens). Split into bands of C, each
+/// thread would pack all of B (and C is too small to keep two threads busy); cut along k,
+/// each half packs only its half of A and B, the halves run at once, and the second is then
+/// added to the first. Decided by the shape alone, so every element is summed the same way on
+/// any number of threads (on one, the halves run one after the other).
+fn k_split(m: usize, k: usize, n: usize) -> Option<usize> {
+    (k >= 8 * m.max(n) && m * n * k >= PAR_MIN_MACS).then_some(k / 2)
+}
+
+/// `alpha·A·B` as a new buffer on the calling thread (see [`gemm_new`]).
+fn gemm_new_serial(
+    path: GemmPath,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+) -> Vec<f32> {
+    let mut c = vec![0.0; m * n];
+    gemm_serial_strided_on(path, m, k, n, alpha, a, b, 0.0, &mut c, n);
+    c
 }
 
 /// `alpha·A·B` as a new row-major m×n buffer (A m×k, B k×n), which is never zeroed first:
@@ -155,8 +198,9 @@ fn gemm_new_on(
     a: MatRef,
     b: MatRef,
 ) -> Vec<f32> {
-    if m <= 1 || n == 0 {
-        // One row takes the unpacked row-times-matrix path, which works on a slice.
+    if m <= 1 || n == 0 || k_split(m, k, n).is_some() {
+        // One row takes the unpacked row-times-matrix path, which works on a slice; a product
+        // cut along k adds its halves into a slice.
         let mut c = vec![0.0; m * n];
         gemm_on(path, m, k, n, alpha, a, b, 0.0, &mut c);
         return c;
@@ -542,6 +586,7 @@ mod tests {
                 (130, 70, 257),
                 (600, 40, 600),
                 (40, 300, 1100),
+                (70, 2100, 60), // cut along k
             ] {
                 let a = random(m * k, &mut rng);
                 let bt = random(n * k, &mut rng); // B stored transposed: n×k
@@ -622,6 +667,7 @@ mod tests {
                 (700, 64, 90),
                 (90, 64, 700),
                 (0, 3, 4),
+                (60, 1500, 40), // cut along k
             ] {
                 let a = random(m * k, &mut rng);
                 let b = random(k * n, &mut rng);
@@ -643,11 +689,41 @@ mod tests {
     }
 
     #[test]
+    fn only_long_thin_products_are_cut_along_k() {
+        // the tiny model's weight gradients, and the shapes the tests above cut
+        for (m, k, n) in [
+            (128, 2048, 128),
+            (256, 2048, 128),
+            (70, 2100, 60),
+            (60, 1500, 40),
+        ] {
+            assert_eq!(k_split(m, k, n), Some(k / 2), "{m}×{k}×{n}");
+        }
+        assert_eq!(k_split(120, 2048, 100), Some(1024));
+        // GPT-2 small's products, and one too small to share
+        for (m, k, n) in [
+            (512, 768, 3072),
+            (512, 3072, 768),
+            (768, 512, 768),
+            (50257, 512, 768),
+            (512, 2048, 128),
+            (16, 512, 16),
+        ] {
+            assert_eq!(k_split(m, k, n), None, "{m}×{k}×{n}");
+        }
+    }
+
+    #[test]
     fn bit_identical_across_thread_counts() {
         // Column bands (m < n) and row bands (m >= n), both with partial tiles, and k longer
-        // than one KC slice on every path, so the sum runs over several slices; β = 1 too.
+        // than one KC slice on every path, so the sum runs over several slices; β = 1 too; and
+        // a product cut along k (its halves on two threads, or one after the other on one).
         let mut rng = Rng::seed(1);
-        for (m, k, n, beta) in [(300, 700, 500, 0.0), (500, 700, 130, 1.0)] {
+        for (m, k, n, beta) in [
+            (300, 700, 500, 0.0),
+            (500, 700, 130, 1.0),
+            (120, 2048, 100, 1.0),
+        ] {
             let a = random(m * k, &mut rng);
             let b = random(k * n, &mut rng);
             let c0 = random(m * n, &mut rng);

@@ -158,16 +158,18 @@ impl LayerCache {
     /// ones, doubling the buffers first if they are full (to at most `max_len` positions).
     #[track_caller]
     pub fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) {
-        let (new, cap) = (k.size(2), self.capacity());
+        let (batch, heads, hs) = (self.keys.size(0), self.keys.size(1), self.keys.size(3));
         assert!(
             k.shape() == v.shape()
                 && k.ndim() == 4
-                && [k.size(0), k.size(1), k.size(3)] == [self.keys.size(0), self.keys.size(1), self.keys.size(3)],
-            "LayerCache::append: keys {:?} and values {:?} must be [B, NH, T_new, HS] as the cache's {:?}",
+                && [k.size(0), k.size(1), k.size(3)] == [batch, heads, hs],
+            "LayerCache::append: keys {:?} and values {:?} must be [B, NH, T_new, HS] \
+             as the cache's {:?}",
             k.shape(),
             v.shape(),
             self.keys.shape()
         );
+        let (new, cap) = (k.size(2), self.capacity());
         assert!(
             self.len + new <= max_len.max(cap),
             "LayerCache::append: {} cached + {new} new positions exceed {} positions",
@@ -462,6 +464,15 @@ mod tests {
         let values: Vec<&Tensor> = parts.iter().map(|(_, v)| v).collect();
         assert_eq!(layer.keys().to_vec(), Tensor::concat(&keys, 2).to_vec());
         assert_eq!(layer.values().to_vec(), Tensor::concat(&values, 2).to_vec());
+    }
+
+    #[test]
+    #[should_panic(expected = "must be [B, NH, T_new, HS] as the cache's [1, 2, 6, 2]")]
+    fn layer_cache_refuses_keys_of_another_shape() {
+        let k = Tensor::zeros(&[1, 2, 3, 2]);
+        let mut layer = LayerCache::new(&k, &k, 6);
+        let other = Tensor::zeros(&[1, 3, 1, 2]);
+        layer.append(&other, &other, 6);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! whatever the split, which keeps results bit-identical across thread counts on each path
 //! (different paths may differ in the last bits). A product whose k is long next to its small
 //! output is cut along k instead, into two halves summed separately and then added
-//! ([`k_split`]); that cut depends on the shape only, never on the number of threads.
+//! (`k_split`); that cut depends on the shape only, never on the number of threads.
 //!
 //! [`gemm_naive`] is the three-loop reference the tests compare against.
 

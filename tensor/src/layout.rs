@@ -119,39 +119,11 @@ impl Layout {
         }
     }
 
-    /// Calls `f(position, run)` for each run of the last axis in row-major order, where
+    /// Calls `f(position)` for each run of the last axis (each row) in row-major order, where
     /// `position` is where the run starts in storage. The runs together visit every element.
-    /// Used by the strided copy and scatter loops below; the odometer has no allocation per
-    /// element, only one small index vector per call.
+    /// Used by the scatter loop below and by batched matmul; see [`Layout::for_each_run`].
     pub fn for_each_row(&self, mut f: impl FnMut(usize)) {
-        let nd = self.shape.len();
-        if self.numel() == 0 {
-            return;
-        }
-        if nd <= 1 {
-            f(self.offset);
-            return;
-        }
-        let mut index = vec![0usize; nd - 1];
-        let mut pos = self.offset;
-        loop {
-            f(pos);
-            // advance the odometer over axes 0..nd-1
-            let mut axis = nd - 1;
-            loop {
-                if axis == 0 {
-                    return;
-                }
-                axis -= 1;
-                index[axis] += 1;
-                pos += self.strides[axis];
-                if index[axis] < self.shape[axis] {
-                    break;
-                }
-                pos -= self.strides[axis] * self.shape[axis];
-                index[axis] = 0;
-            }
-        }
+        self.for_each_run(0, self.numel(), |_, pos, _| f(pos));
     }
 
     fn last_dim_and_stride(&self) -> (usize, usize) {
@@ -164,7 +136,9 @@ impl Layout {
     /// Calls `f(done, position, len)` for the runs along the last axis that cover elements
     /// `start..start + count` of the view in row-major order: `done` elements come before the
     /// run, which starts at storage `position` and has `len` elements, one last-axis stride
-    /// apart. Lets a copy be split into pieces that start anywhere (for parallel loops).
+    /// apart. Lets a copy be split into pieces that start anywhere (for parallel loops). The
+    /// odometer over the leading axes allocates one small index vector per call, nothing per
+    /// element.
     fn for_each_run(&self, start: usize, count: usize, mut f: impl FnMut(usize, usize, usize)) {
         let nd = self.shape.len();
         let (len, _) = self.last_dim_and_stride();

@@ -130,10 +130,11 @@ pub fn gemm_on(
     }
     if let Some(h) = k_split(m, k, n) {
         // C = β·C + α·A₀·B₀ on one thread while the other computes α·A₁·B₁; then the sum
-        let mut second = Vec::new();
+        let mut second = vec![0.0; m * n];
+        let (a1, b1) = (a.at(0, h), b.at(h, 0));
         rayon::join(
             || gemm_serial_strided_on(path, m, h, n, alpha, a, b, beta, &mut c[..m * n], n),
-            || second = gemm_new_serial(path, m, k - h, n, alpha, a.at(0, h), b.at(h, 0)),
+            || gemm_serial_strided_on(path, m, k - h, n, alpha, a1, b1, 0.0, &mut second, n),
         );
         for_each_chunk(&mut c[..m * n], |start, piece| {
             for (x, y) in piece.iter_mut().zip(&second[start..]) {
@@ -161,21 +162,6 @@ pub fn gemm_on(
 /// any number of threads (on one, the halves run one after the other).
 fn k_split(m: usize, k: usize, n: usize) -> Option<usize> {
     (k >= 8 * m.max(n) && m * n * k >= PAR_MIN_MACS).then_some(k / 2)
-}
-
-/// `alpha·A·B` as a new buffer on the calling thread (see [`gemm_new`]).
-fn gemm_new_serial(
-    path: GemmPath,
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: MatRef,
-    b: MatRef,
-) -> Vec<f32> {
-    let mut c = vec![0.0; m * n];
-    gemm_serial_strided_on(path, m, k, n, alpha, a, b, 0.0, &mut c, n);
-    c
 }
 
 /// `alpha·A·B` as a new row-major m×n buffer (A m×k, B k×n), which is never zeroed first:

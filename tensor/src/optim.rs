@@ -172,15 +172,17 @@ fn adamw_update(
     let step_size = (lr as f64 / bc1) as f32;
     let decay = (1.0 - lr as f64 * wd as f64) as f32;
     let w1 = 1.0 - b1;
-    for i in 0..w.len() {
+    let n = w.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
         // the scaled gradient (exact when grad_scale is 1)
-        let g = g[i] * grad_scale;
+        let g = g * grad_scale;
         // PyTorch's exp_avg.lerp_(grad, 1 − β₁): m + (1 − β₁)(g − m), the same value as
         // β₁m + (1 − β₁)g, written as PyTorch rounds it.
-        m[i] += w1 * (g - m[i]);
-        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
-        let denom = v[i].sqrt() / bc2_sqrt + eps;
-        w[i] = w[i] * decay - step_size * m[i] / denom;
+        *m += w1 * (g - *m);
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        let denom = v.sqrt() / bc2_sqrt + eps;
+        *w = *w * decay - step_size * *m / denom;
     }
 }
 

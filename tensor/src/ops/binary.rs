@@ -75,8 +75,10 @@ fn binary_forward<F: BinaryFn>(a: &[f32], b: &[f32]) -> Vec<f32> {
         a.len(),
         #[inline(always)]
         |s, piece| {
-            for (i, o) in piece.iter_mut().enumerate() {
-                *o = F::f(a[s + i], b[s + i]);
+            // sliced to the piece first, so the loop has no bounds checks and vectorises
+            let n = piece.len();
+            for ((o, &x), &y) in piece.iter_mut().zip(&a[s..s + n]).zip(&b[s..s + n]) {
+                *o = F::f(x, y);
             }
         },
     )
@@ -85,10 +87,10 @@ fn binary_forward<F: BinaryFn>(a: &[f32], b: &[f32]) -> Vec<f32> {
 /// `da[i] += ∂f/∂a(a[i], b[i]) · dout[i]` into the gradient of `t` (`partial` = ∂f/∂a, or
 /// ∂f/∂b for `b`'s gradient; accumulates).
 #[allow(clippy::too_many_arguments)]
-fn binary_backward<F: BinaryFn>(
+fn binary_backward(
     grads: &mut GradStore,
     t: &Tensor,
-    partial: fn(f32, f32, f32) -> f32,
+    partial: impl Fn(f32, f32, f32) -> f32 + Sync,
     a: &[f32],
     b: &[f32],
     out: &[f32],
@@ -98,9 +100,10 @@ fn binary_backward<F: BinaryFn>(
         t,
         #[inline(always)]
         |s, piece| {
-            for (i, d) in piece.iter_mut().enumerate() {
-                let j = s + i;
-                *d += partial(a[j], b[j], out[j]) * dout[j];
+            let r = s..s + piece.len();
+            let operands = a[r.clone()].iter().zip(&b[r.clone()]).zip(&out[r.clone()]);
+            for ((d, ((&a, &b), &y)), &dy) in piece.iter_mut().zip(operands).zip(&dout[r]) {
+                *d += partial(a, b, y) * dy;
             }
         },
     );
@@ -112,8 +115,9 @@ fn scaled_accumulate(grads: &mut GradStore, t: &Tensor, c: f32, dout: &[f32]) {
         t,
         #[inline(always)]
         |s, piece| {
-            for (i, d) in piece.iter_mut().enumerate() {
-                *d += c * dout[s + i];
+            let dout = &dout[s..s + piece.len()];
+            for (d, &dy) in piece.iter_mut().zip(dout) {
+                *d += c * dy;
             }
         },
     );
@@ -135,8 +139,8 @@ impl<F: BinaryFn> Backward for BinaryNode<F> {
             return;
         }
         let (av, bv, yv) = (a.values(), b.values(), out.values());
-        binary_backward::<F>(grads, a, F::da, &av, &bv, &yv, dout);
-        binary_backward::<F>(grads, b, F::db, &av, &bv, &yv, dout);
+        binary_backward(grads, a, F::da, &av, &bv, &yv, dout);
+        binary_backward(grads, b, F::db, &av, &bv, &yv, dout);
     }
 }
 

@@ -50,8 +50,14 @@ fn layer_norm_row(
     let mean = row_sum(inp, |x| x) / c;
     let var = row_sum(inp, |x| (x - mean) * (x - mean)) / c;
     let rstd = 1.0 / (var + eps).sqrt();
-    for i in 0..inp.len() {
-        out[i] = (inp[i] - mean) * rstd * weight[i] + bias[i];
+    let n = inp.len();
+    for (((o, &x), &w), &b) in out[..n]
+        .iter_mut()
+        .zip(inp)
+        .zip(&weight[..n])
+        .zip(&bias[..n])
+    {
+        *o = (x - mean) * rstd * w + b;
     }
     (mean, rstd)
 }
@@ -121,9 +127,9 @@ fn layer_norm_backward_row(
     }
     dn_mean /= c as f32;
     dn_n_mean /= c as f32;
-    for i in 0..c {
-        let n = (x[i] - mean) * rstd;
-        dx[i] += rstd * (g[i] * weight[i] - dn_mean - n * dn_n_mean);
+    for (((d, &g), &x), &w) in dx[..c].iter_mut().zip(&g[..c]).zip(&x[..c]).zip(weight) {
+        let n = (x - mean) * rstd;
+        *d += rstd * (g * w - dn_mean - n * dn_n_mean);
     }
 }
 
@@ -139,10 +145,10 @@ fn layer_norm_backward_params(dwb: &mut [f32], dout: &[f32], inp: &[f32], stats:
             let (pw, pb) = partial.split_at_mut(c);
             for r in range {
                 let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
-                for i in 0..c {
-                    let g = dout[r * c + i];
-                    pw[i] += g * (inp[r * c + i] - mean) * rstd;
-                    pb[i] += g;
+                let (g, x) = (&dout[r * c..(r + 1) * c], &inp[r * c..(r + 1) * c]);
+                for (((pw, pb), &g), &x) in pw.iter_mut().zip(pb.iter_mut()).zip(g).zip(x) {
+                    *pw += g * (x - mean) * rstd;
+                    *pb += g;
                 }
             }
         },

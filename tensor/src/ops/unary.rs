@@ -44,9 +44,11 @@ pub(crate) fn unary_backward<U: UnaryFn>(
         t,
         #[inline(always)]
         |start, piece| {
-            let (x, y, dy) = (&inp[start..], &out[start..], &dout[start..]);
-            for (i, d) in piece.iter_mut().enumerate() {
-                *d += op.df(x[i], y[i]) * dy[i];
+            // sliced to the piece first, so the loop has no bounds checks and vectorises
+            let r = start..start + piece.len();
+            let operands = inp[r.clone()].iter().zip(&out[r.clone()]).zip(&dout[r]);
+            for (d, ((&x, &y), &dy)) in piece.iter_mut().zip(operands) {
+                *d += op.df(x, y) * dy;
             }
         },
     );

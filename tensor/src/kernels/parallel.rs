@@ -308,6 +308,26 @@ pub fn serial_sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// The largest of `xs` (−∞ for none; NaNs are skipped, as `f32::max` does) on the calling
+/// thread, in sixteen running maxima: a plain `fold(f32::max)` is one chain of dependent
+/// compares, four cycles per value (a row softmax's maximum then cost as much as its `exp`s).
+/// A maximum does not depend on the order it is taken in, so the result is the fold's.
+#[inline(always)]
+pub fn serial_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for k in 0..16 {
+            acc[k] = acc[k].max(c[k]);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    acc.iter().fold(tail, |a, &b| a.max(b))
+}
+
 /// Σ xᵢ·yᵢ on the calling thread, with sixteen running sums in a fixed order (vectorises;
 /// a plain `zip().map().sum()` is one long chain of dependent adds).
 #[inline(always)]
@@ -351,6 +371,27 @@ mod tests {
             assert_eq!(z.len(), n);
             assert!(z.iter().all(|&x| x.to_bits() == 0));
         }
+    }
+
+    #[test]
+    fn serial_max_equals_the_plain_fold() {
+        let fold = |xs: &[f32]| xs.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for n in [0, 1, 15, 16, 17, 40, 1003] {
+            let mut xs: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 - 600.0).collect();
+            assert_eq!(serial_max(&xs).to_bits(), fold(&xs).to_bits(), "n = {n}");
+            // masked scores (−∞) and a NaN are skipped, as `f32::max` skips them
+            for (i, x) in xs.iter_mut().enumerate() {
+                if i % 3 == 0 {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            if n > 5 {
+                xs[5] = f32::NAN;
+            }
+            assert_eq!(serial_max(&xs).to_bits(), fold(&xs).to_bits(), "n = {n}");
+        }
+        assert_eq!(serial_max(&[]), f32::NEG_INFINITY);
+        assert_eq!(serial_max(&[f32::NEG_INFINITY; 20]), f32::NEG_INFINITY);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use super::matmul::{batch_offsets, mat};
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm_serial, MatRef};
 use crate::kernels::math;
-use crate::kernels::parallel::{serial_dot, serial_sum, zeros};
+use crate::kernels::parallel::{serial_dot, serial_max, serial_sum, zeros};
 use crate::kernels::simd::wide;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -80,7 +80,7 @@ fn causal_softmax(rows: &mut [f32], first_row: usize, keys: usize, d: Dims) {
     for (r, row) in rows.chunks_exact_mut(keys).enumerate() {
         let n = d.visible(first_row + r);
         let (seen, future) = row.split_at_mut(n);
-        let m = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let m = serial_max(seen);
         for s in seen.iter_mut() {
             *s = math::exp(*s - m);
         }
@@ -100,8 +100,8 @@ fn apply_mask(out: &mut [f32], p: &[f32], mask: &[f32], keys: usize, tk: usize) 
         .zip(p.chunks_exact(keys))
         .zip(mask.chunks_exact(tk))
     {
-        for j in 0..keys {
-            o[j] = p[j] * m[j];
+        for ((o, &p), &m) in o.iter_mut().zip(p).zip(&m[..keys]) {
+            *o = p * m;
         }
     }
 }

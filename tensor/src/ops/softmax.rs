@@ -21,7 +21,7 @@ use crate::tensor::Tensor;
 
 /// One row: `out = softmax(inp)`, or `log_softmax(inp)` when `log` is set. Shapes: (C,)
 fn softmax_row(out: &mut [f32], inp: &[f32], log: bool) {
-    let m = inp.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let m = parallel::serial_max(inp);
     // A row of all −∞ (fully masked) has no finite maximum; treat it as m = 0 so the
     // result is NaN-free where possible.
     let m = if m.is_finite() { m } else { 0.0 };
@@ -69,13 +69,13 @@ fn softmax_backward(
             let (y, g) = (&out[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
             if log {
                 let gsum: f32 = g.iter().sum();
-                for i in 0..c {
-                    dx[i] += g[i] - math::exp(y[i]) * gsum;
+                for ((d, &g), &y) in dx[..c].iter_mut().zip(g).zip(y) {
+                    *d += g - math::exp(y) * gsum;
                 }
             } else {
                 let dot: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
-                for i in 0..c {
-                    dx[i] += y[i] * (g[i] - dot);
+                for ((d, &g), &y) in dx[..c].iter_mut().zip(g).zip(y) {
+                    *d += y * (g - dot);
                 }
             }
         },

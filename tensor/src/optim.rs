@@ -83,14 +83,11 @@ impl Optimizer for Sgd {
                     buf.resize(g.len(), 0.0);
                 }
                 p.update(|w| {
-                    for i in 0..w.len() {
-                        let gi = g[i] * grad_scale + wd * w[i];
-                        buf[i] = if first || mu == 0.0 {
-                            gi
-                        } else {
-                            mu * buf[i] + gi
-                        };
-                        w[i] -= lr * buf[i];
+                    let n = w.len();
+                    for ((w, &g), b) in w.iter_mut().zip(&g[..n]).zip(&mut buf[..n]) {
+                        let gi = g * grad_scale + wd * *w;
+                        *b = if first || mu == 0.0 { gi } else { mu * *b + gi };
+                        *w -= lr * *b;
                     }
                 });
             });

@@ -59,7 +59,7 @@ pub mod torch_rng;
 pub use autograd::{grad_enabled, no_grad, NoGradGuard};
 pub use layout::{broadcast_shapes, contiguous_strides};
 pub use optim::{AdamW, Optimizer, Sgd};
-pub use rng::Rng;
+pub use rng::{DropoutMask, Rng};
 pub use tensor::{live_tensors, Tensor, Values};
 
 /// The README's Rust code blocks, compiled and run as doc tests of this crate (so the "use it as

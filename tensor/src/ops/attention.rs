@@ -37,7 +37,7 @@ use crate::kernels::gemm::{gemm_serial, MatRef};
 use crate::kernels::math;
 use crate::kernels::parallel::{serial_dot, serial_max, serial_sum, zeros};
 use crate::kernels::simd::wide;
-use crate::rng::Rng;
+use crate::rng::{DropoutMask, Rng};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy)]
@@ -91,17 +91,24 @@ fn causal_softmax(rows: &mut [f32], first_row: usize, keys: usize, d: Dims) {
     }
 }
 
-/// The dropped-out weights `P ⊙ M` of a block of rows `keys` wide (the mask rows are `tk`
-/// wide; only their first `keys` columns are read).
+/// A block's rows of the dropout mask: keep bytes `tk` wide (only their first `keys` columns
+/// are read) and the multiplier of kept weights.
+#[derive(Clone, Copy)]
+struct MaskRows<'a> {
+    keep: &'a [u8],
+    scale: f32,
+}
+
+/// The dropped-out weights `P ⊙ M` of a block of rows `keys` wide.
 #[inline(always)] // so `wide` compiles it into its AVX-512 copy
-fn apply_mask(out: &mut [f32], p: &[f32], mask: &[f32], keys: usize, tk: usize) {
-    for ((o, p), m) in out
+fn apply_mask(out: &mut [f32], p: &[f32], mask: MaskRows, keys: usize, tk: usize) {
+    for ((o, p), k) in out
         .chunks_exact_mut(keys)
         .zip(p.chunks_exact(keys))
-        .zip(mask.chunks_exact(tk))
+        .zip(mask.keep.chunks_exact(tk))
     {
-        for ((o, &p), &m) in o.iter_mut().zip(p).zip(&m[..keys]) {
-            *o = p * m;
+        for ((o, &p), &k) in o.iter_mut().zip(p).zip(&k[..keys]) {
+            *o = p * DropoutMask::multiplier(k, mask.scale);
         }
     }
 }
@@ -116,7 +123,7 @@ fn attention_forward(
     q: MatRef,
     k: MatRef,
     v: MatRef,
-    mask: Option<&[f32]>,
+    mask: Option<MaskRows>,
     d: Dims,
 ) {
     let (tk, hs) = (d.tk, d.hs);
@@ -133,7 +140,11 @@ fn attention_forward(
         let w: &[f32] = match mask {
             Some(mk) => {
                 let dropped = &mut dropped[..m * keys];
-                apply_mask(dropped, s, &mk[i0 * tk..rows.end * tk], keys, tk);
+                let rows = MaskRows {
+                    keep: &mk.keep[i0 * tk..rows.end * tk],
+                    ..mk
+                };
+                apply_mask(dropped, s, rows, keys, tk);
                 dropped
             }
             None => s,
@@ -162,7 +173,7 @@ fn attention_backward(
     dv: &mut [f32],
     dout: &[f32],
     p: &[f32],
-    mask: Option<&[f32]>,
+    mask: Option<MaskRows>,
     (q, k, v): (MatRef, MatRef, MatRef),
     d: Dims,
 ) {
@@ -175,7 +186,10 @@ fn attention_backward(
         let (i0, m) = (rows.start, rows.len());
         let p = &p[at..at + m * keys];
         at += m * keys;
-        let mask = mask.map(|mk| &mk[i0 * tk..rows.end * tk]);
+        let mask = mask.map(|mk| MaskRows {
+            keep: &mk.keep[i0 * tk..rows.end * tk],
+            ..mk
+        });
         let d_o = d_o.at(i0, 0);
         // dV += (P ⊙ M)ᵀ·dO
         let w: &[f32] = match mask {
@@ -201,8 +215,8 @@ fn attention_backward(
             let (drow, rest) = drow.split_at_mut(n);
             if let Some(mk) = mask {
                 drow.iter_mut()
-                    .zip(&mk[r * tk..])
-                    .for_each(|(a, b)| *a *= b);
+                    .zip(&mk.keep[r * tk..])
+                    .for_each(|(a, &k)| *a *= DropoutMask::multiplier(k, mk.scale));
             }
             let dot = serial_dot(drow, &prow[..n]);
             drow.iter_mut()
@@ -238,7 +252,7 @@ fn attention_backward(
 struct AttentionNode {
     /// P of each batch entry, in query blocks (see [`saved_len`]).
     p: Vec<Vec<f32>>,
-    mask: Option<Vec<f32>>,
+    mask: Option<DropoutMask>,
     dims: Dims,
 }
 
@@ -266,7 +280,10 @@ impl Backward for AttentionNode {
             .enumerate()
             .for_each(|(i, ((dqi, dki), dvi))| {
                 let mats = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
-                let mask = self.mask.as_ref().map(|m| &m[i * tt..(i + 1) * tt]);
+                let mask = self.mask.as_ref().map(|m| MaskRows {
+                    keep: &m.keep()[i * tt..(i + 1) * tt],
+                    scale: m.scale(),
+                });
                 let p = &self.p[i];
                 let dout = &dout[i * qs..(i + 1) * qs];
                 // compiled for AVX-512 where the CPU has it (16-lane exp and dot; same bits)
@@ -316,7 +333,7 @@ fn forward_entries(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: Option<&[f32]>,
+    mask: Option<&DropoutMask>,
     dims: Dims,
     nb: usize,
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
@@ -335,7 +352,10 @@ fn forward_entries(
         .enumerate()
         .for_each(|(i, (o, pi))| {
             *pi = vec![0.0; saved_len(dims)];
-            let m = mask.map(|m| &m[i * tq * tk..(i + 1) * tq * tk]);
+            let m = mask.map(|m| MaskRows {
+                keep: &m.keep()[i * tq * tk..(i + 1) * tq * tk],
+                scale: m.scale(),
+            });
             let (qi, ki, vi) = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
             // compiled for AVX-512 where the CPU has it (16-lane exp in the softmax; same bits)
             wide(
@@ -381,7 +401,7 @@ impl Tensor {
             // the same draws as dropout on the [.., Tq, Tk] weights (so fused == composed)
             rng.dropout_mask(nb * dims.tq * dims.tk, p_drop)
         });
-        let (out, p) = forward_entries(q, k, v, mask.as_deref(), dims, nb);
+        let (out, p) = forward_entries(q, k, v, mask.as_ref(), dims, nb);
         Tensor::from_op(out, q.shape(), &[q, k, v], || AttentionNode {
             p,
             mask,

@@ -6,25 +6,25 @@
 //! y = x · m / (1 − p),   m ~ Bernoulli(1 − p)
 //! dx = dy · m / (1 − p)
 //! ```
-//! Saved for backward: the scaled mask `m / (1 − p)`.
+//! Saved for backward: the mask, one byte per element ([`DropoutMask`]).
 //! PyTorch equivalent: `torch.nn.functional.dropout(x, p, training)`.
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::parallel::new_by_chunks;
-use crate::rng::Rng;
+use crate::rng::{DropoutMask, Rng};
 use crate::tensor::Tensor;
 
 /// `out[i] = inp[i] · mask[i]`, `mask[i]` ∈ {0, 1/(1−p)} drawn from `rng`; returns the output
 /// and the mask.
-fn dropout_forward(inp: &[f32], p: f32, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+fn dropout_forward(inp: &[f32], p: f32, rng: &mut Rng) -> (Vec<f32>, DropoutMask) {
     let mask = rng.dropout_mask(inp.len(), p);
-    let m = &mask;
+    let (keep, scale) = (mask.keep(), mask.scale());
     let out = new_by_chunks(
         inp.len(),
         #[inline(always)]
         |s, piece| {
-            for ((o, m), &x) in piece.iter_mut().zip(&m[s..]).zip(&inp[s..]) {
-                *o = x * m;
+            for ((o, &k), &x) in piece.iter_mut().zip(&keep[s..]).zip(&inp[s..]) {
+                *o = x * DropoutMask::multiplier(k, scale);
             }
         },
     );
@@ -32,20 +32,21 @@ fn dropout_forward(inp: &[f32], p: f32, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// `dinp[i] += dout[i] · mask[i]` into the gradient of `t`.
-fn dropout_backward(grads: &mut GradStore, t: &Tensor, mask: &[f32], dout: &[f32]) {
+fn dropout_backward(grads: &mut GradStore, t: &Tensor, mask: &DropoutMask, dout: &[f32]) {
+    let (keep, scale) = (mask.keep(), mask.scale());
     grads.add_by_chunks(
         t,
         #[inline(always)]
         |s, piece| {
-            for ((d, &m), &g) in piece.iter_mut().zip(&mask[s..]).zip(&dout[s..]) {
-                *d += g * m;
+            for ((d, &k), &g) in piece.iter_mut().zip(&keep[s..]).zip(&dout[s..]) {
+                *d += g * DropoutMask::multiplier(k, scale);
             }
         },
     );
 }
 
 struct DropoutNode {
-    mask: Vec<f32>,
+    mask: DropoutMask,
 }
 
 impl Backward for DropoutNode {

@@ -5,11 +5,13 @@
 //! Training holds, at its peak (the start of the backward pass of a step):
 //! - the weights, 4 bytes per parameter, their gradients (4 more) and AdamW's two moments (8);
 //! - the activations every op saved for its backward pass. Per transformer block and token,
-//!   about 22 vectors of the model's width C: layer norm outputs, Q/K/V (3), the attention
+//!   about 21 vectors of the model's width C: layer norm outputs, Q/K/V (3), the attention
 //!   output, the out-projection, the feed-forward's 4·C-wide hidden layer before and after
-//!   GELU (8), dropout masks and outputs, the two residual sums. Attention also keeps its
-//!   softmax weights P for the blocks of keys each query can see (about T²/2 per head and
-//!   sequence) and, with dropout, its dropout mask (T² per head and sequence). At the top, the logits (B·T·V) and, in backward, their gradient (B·T·V again);
+//!   GELU (8), dropout outputs and masks (one byte per value), the two residual sums.
+//!   Attention also keeps its softmax weights P for the blocks of keys each query can see
+//!   (about T²/2 floats per head and sequence) and, with dropout, its dropout mask (T² bytes
+//!   per head and sequence). At the top, the logits (B·T·V) and, in backward, their gradient
+//!   (B·T·V again);
 //! - the token ids of the data and a fixed runtime overhead.
 //!
 //! Inference (generation) holds the weights, the KV cache (2·L·T·C per sequence) and one
@@ -24,7 +26,7 @@ use crate::config::GptConfig;
 
 const F32: u64 = 4;
 /// Floats of width C that one transformer block keeps per token for its backward pass.
-const SAVED_VECTORS_PER_BLOCK: u64 = 22;
+const SAVED_VECTORS_PER_BLOCK: u64 = 21;
 /// The runtime's own resident memory: the binary, thread stacks, allocator slack (measured:
 /// about 9 MB for the smallest model).
 pub const RUNTIME_OVERHEAD: u64 = 8 << 20;
@@ -50,8 +52,9 @@ impl MemoryEstimate {
         let p = cfg.num_parameters() as u64;
         let (b, t, c, l, v, nh) = dims(cfg, batch);
         // per block: the saved vectors, and attention's P for about half the T×T scores of
-        // every head, plus its dropout mask over all T×T when there is dropout
-        let mask = if cfg.drop_rate > 0.0 { t * t } else { 0 };
+        // every head, plus its dropout mask over all T×T when there is dropout (one byte per
+        // score: a quarter of a float)
+        let mask = if cfg.drop_rate > 0.0 { t * t / 4 } else { 0 };
         let block = SAVED_VECTORS_PER_BLOCK * b * t * c + b * nh * (t * t / 2 + 32 * t + mask);
         // embeddings + dropout, final layer norm; logits and their gradient
         let ends = 4 * b * t * c + 2 * b * t * v;

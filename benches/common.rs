@@ -33,6 +33,12 @@ pub fn pools() -> Vec<(String, rayon::ThreadPool)> {
         .collect()
 }
 
+/// The `scratchgpt` binary's allocator, installed in every bench: large buffers on huge pages
+/// ([`train::allocator::HugePageAllocator`]), live bytes counted (read by the `context` bench).
+#[global_allocator]
+static ALLOC: tensor::alloc_counter::CountingAllocator<train::allocator::HugePageAllocator> =
+    tensor::alloc_counter::CountingAllocator(train::allocator::HugePageAllocator);
+
 /// The allocator settings of the `scratchgpt` binary ([`train::allocator::keep_freed_memory`]):
 /// freed buffers stay in the heap so each step reuses them instead of page-faulting fresh memory.
 pub fn tune_allocator() {

@@ -2,8 +2,8 @@
 //! `scratchgpt bench context` is the quick version): GPT-2 small's 12 heads of size 64,
 //! batch 1, T = 128 … 2048 for the fused kernel and T = 128 … 1024 for the composed ops (whose
 //! T×T intermediates make each point slow and large). Before timing, each point's peak heap
-//! bytes beyond its inputs are measured with the engine's allocation counter, installed here
-//! as this bench's allocator, and printed.
+//! bytes beyond its inputs are measured with the engine's allocation counter, installed as
+//! every bench's allocator (`common.rs`), and printed.
 //!
 //! Throughput is in FLOPs of the attention products over the causal half (forward QKᵀ and PV,
 //! backward four more of the same size: 6 products of T·(T+1)/2·HS multiply-adds, 2 FLOPs
@@ -14,15 +14,12 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use tensor::alloc_counter::{self, CountingAllocator};
+use tensor::alloc_counter;
 use tensor::{Rng, Tensor};
 use train::context_bench::{attention_step, Path};
 
 #[path = "common.rs"]
 mod common;
-
-#[global_allocator]
-static ALLOC: CountingAllocator = CountingAllocator;
 
 fn main() {
     common::print_paths();

@@ -1,9 +1,11 @@
 //! The `scratchgpt` command. All the work is in `train::cli`.
 
-/// Counts live heap bytes and their peak (two relaxed atomic additions per allocation), so
-/// `scratchgpt bench context` measures what attention allocates.
+/// The system allocator with large buffers on huge pages (`train::allocator`), counting live
+/// heap bytes and their peak (two relaxed atomic additions per allocation) so `scratchgpt
+/// bench context` measures what attention allocates.
 #[global_allocator]
-static ALLOC: tensor::alloc_counter::CountingAllocator = tensor::alloc_counter::CountingAllocator;
+static ALLOC: tensor::alloc_counter::CountingAllocator<train::allocator::HugePageAllocator> =
+    tensor::alloc_counter::CountingAllocator(train::allocator::HugePageAllocator);
 
 fn main() {
     // Rust ignores SIGPIPE, so printing into a closed pipe (`scratchgpt … | head`) would panic

@@ -8,11 +8,12 @@
 //! attention weights the fused kernel keeps for its backward pass.
 //!
 //! It counts only once installed as the program's allocator (the `scratchgpt` binary and the
-//! `context` bench do this):
+//! `context` bench do this), on top of the system allocator or of another one (the binary's
+//! counts on top of `train::allocator::HugePageAllocator`):
 //! ```ignore
+//! use scratchgpt_tensor::alloc_counter::CountingAllocator;
 //! #[global_allocator]
-//! static ALLOC: scratchgpt_tensor::alloc_counter::CountingAllocator =
-//!     scratchgpt_tensor::alloc_counter::CountingAllocator;
+//! static ALLOC: CountingAllocator = CountingAllocator(std::alloc::System);
 //! ```
 //! Each allocation and free costs two relaxed atomic additions (and a relaxed compare when a
 //! new peak may have been reached) on top of the system allocator.
@@ -31,8 +32,9 @@ static PEAK: AtomicIsize = AtomicIsize::new(0);
 /// Set by the first allocation through [`CountingAllocator`]: whether counts mean anything.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// The system allocator, counting live bytes and their peak (see the module docs).
-pub struct CountingAllocator;
+/// Allocator `A` (the system's by default), counting live bytes and their peak (see the
+/// module docs).
+pub struct CountingAllocator<A = System>(pub A);
 
 #[inline]
 fn added(bytes: usize) {
@@ -49,12 +51,12 @@ fn removed(bytes: usize) {
     LIVE.fetch_sub(bytes as isize, Ordering::Relaxed);
 }
 
-// SAFETY: every call forwards to `System` with the same arguments; the counters do not touch
-// the memory handed out.
-unsafe impl GlobalAlloc for CountingAllocator {
+// SAFETY: every call forwards to `A` with the same arguments; the counters do not touch the
+// memory handed out.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { self.0.alloc(layout) };
         if !p.is_null() {
             added(layout.size());
         }
@@ -63,7 +65,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { self.0.alloc_zeroed(layout) };
         if !p.is_null() {
             added(layout.size());
         }
@@ -72,13 +74,13 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { self.0.dealloc(ptr, layout) };
         removed(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: same contract as the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             removed(layout.size());
             added(new_size);

@@ -5,7 +5,7 @@ use scratchgpt_tensor::alloc_counter::{self, CountingAllocator};
 use scratchgpt_tensor::{Rng, Tensor};
 
 #[global_allocator]
-static ALLOC: CountingAllocator = CountingAllocator;
+static ALLOC: CountingAllocator = CountingAllocator(std::alloc::System);
 
 #[test]
 fn counts_live_bytes_and_a_resettable_peak() {

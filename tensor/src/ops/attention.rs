@@ -99,6 +99,24 @@ struct MaskRows<'a> {
     scale: f32,
 }
 
+impl<'a> MaskRows<'a> {
+    /// Rows `rows` of the whole mask, rows `tk` wide.
+    fn of(mask: &'a DropoutMask, rows: std::ops::Range<usize>, tk: usize) -> Self {
+        MaskRows {
+            keep: &mask.keep()[rows.start * tk..rows.end * tk],
+            scale: mask.scale(),
+        }
+    }
+
+    /// Rows `rows` of these rows, `tk` wide.
+    fn rows(self, rows: std::ops::Range<usize>, tk: usize) -> Self {
+        MaskRows {
+            keep: &self.keep[rows.start * tk..rows.end * tk],
+            ..self
+        }
+    }
+}
+
 /// The dropped-out weights `P ⊙ M` of a block of rows `keys` wide.
 #[inline(always)] // so `wide` compiles it into its AVX-512 copy
 fn apply_mask(out: &mut [f32], p: &[f32], mask: MaskRows, keys: usize, tk: usize) {
@@ -140,11 +158,7 @@ fn attention_forward(
         let w: &[f32] = match mask {
             Some(mk) => {
                 let dropped = &mut dropped[..m * keys];
-                let rows = MaskRows {
-                    keep: &mk.keep[i0 * tk..rows.end * tk],
-                    ..mk
-                };
-                apply_mask(dropped, s, rows, keys, tk);
+                apply_mask(dropped, s, mk.rows(rows.clone(), tk), keys, tk);
                 dropped
             }
             None => s,
@@ -186,10 +200,7 @@ fn attention_backward(
         let (i0, m) = (rows.start, rows.len());
         let p = &p[at..at + m * keys];
         at += m * keys;
-        let mask = mask.map(|mk| MaskRows {
-            keep: &mk.keep[i0 * tk..rows.end * tk],
-            ..mk
-        });
+        let mask = mask.map(|mk| mk.rows(rows.clone(), tk));
         let d_o = d_o.at(i0, 0);
         // dV += (P ⊙ M)ᵀ·dO
         let w: &[f32] = match mask {
@@ -273,17 +284,17 @@ impl Backward for AttentionNode {
             batch_offsets(k.layout()),
             batch_offsets(v.layout()),
         );
-        let (tt, qs, ks) = (d.tq * d.tk, d.tq * d.hs, d.tk * d.hs);
+        let (qs, ks) = (d.tq * d.hs, d.tk * d.hs);
         dq.par_chunks_mut(qs)
             .zip(dk.par_chunks_mut(ks))
             .zip(dv.par_chunks_mut(ks))
             .enumerate()
             .for_each(|(i, ((dqi, dki), dvi))| {
                 let mats = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
-                let mask = self.mask.as_ref().map(|m| MaskRows {
-                    keep: &m.keep()[i * tt..(i + 1) * tt],
-                    scale: m.scale(),
-                });
+                let mask = self
+                    .mask
+                    .as_ref()
+                    .map(|m| MaskRows::of(m, i * d.tq..(i + 1) * d.tq, d.tk));
                 let p = &self.p[i];
                 let dout = &dout[i * qs..(i + 1) * qs];
                 // compiled for AVX-512 where the CPU has it (16-lane exp and dot; same bits)
@@ -352,10 +363,7 @@ fn forward_entries(
         .enumerate()
         .for_each(|(i, (o, pi))| {
             *pi = vec![0.0; saved_len(dims)];
-            let m = mask.map(|m| MaskRows {
-                keep: &m.keep()[i * tq * tk..(i + 1) * tq * tk],
-                scale: m.scale(),
-            });
+            let m = mask.map(|m| MaskRows::of(m, i * tq..(i + 1) * tq, tk));
             let (qi, ki, vi) = (mat(&qd, q, qo[i]), mat(&kd, k, ko[i]), mat(&vd, v, vo[i]));
             // compiled for AVX-512 where the CPU has it (16-lane exp in the softmax; same bits)
             wide(

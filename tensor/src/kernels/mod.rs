@@ -7,6 +7,7 @@ pub mod gemm;
 pub mod gemm_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm_avx512;
+pub mod gemv;
 pub mod math;
 pub mod packed_gemm;
 pub mod parallel;

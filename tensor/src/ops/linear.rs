@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::autograd::{Backward, GradStore};
 use crate::kernels::gemm::{gemm, gemm_new, MatRef};
+use crate::kernels::gemv::dot_rows;
 use crate::kernels::parallel::{accumulate_over_rows, new_by_rows_with_cost, serial_dot};
 use crate::kernels::simd::wide;
 use crate::tensor::Tensor;
@@ -37,11 +38,19 @@ fn linear_forward_few_rows(
     n: usize,
 ) {
     let oc = out_t.len() / n;
-    if oc * ic < GEMV_PAR_MIN_WEIGHTS {
-        return wide(
+    // one copy of the band loop per group size, each compiled into its own wide closure
+    let band = |out: &mut [f32], first: usize| match rows_side_by_side() {
+        1 => wide(
             #[inline(always)]
-            || forward_band(out_t, 0, inp, weight, bias, ic, n),
-        );
+            || forward_band::<1>(out, first, inp, weight, bias, ic, n),
+        ),
+        _ => wide(
+            #[inline(always)]
+            || forward_band::<2>(out, first, inp, weight, bias, ic, n),
+        ),
+    };
+    if oc * ic < GEMV_PAR_MIN_WEIGHTS {
+        return band(out_t, 0);
     }
     let per_band = oc
         .div_ceil(GEMV_BANDS_PER_THREAD * rayon::current_num_threads())
@@ -49,79 +58,28 @@ fn linear_forward_few_rows(
     out_t
         .par_chunks_mut(per_band * n)
         .enumerate()
-        .for_each(|(i, out)| {
-            wide(
-                #[inline(always)]
-                || forward_band(out, i * per_band, inp, weight, bias, ic, n),
-            )
-        });
+        .for_each(|(i, out)| band(out, i * per_band));
 }
 
 /// Weight rows the one-token loop ([`forward_band`]) reads side by side: one on AMD CPUs,
-/// four elsewhere. Measured with GPT-2 small (2 threads, 2026-12-02): on the AMD EPYC Zen 4
+/// two elsewhere. Measured with GPT-2 small on 2 threads. On the AMD EPYC Zen 4 (2026-12-02)
 /// one row at a time streamed the 49 linear layers of a token at 26–31 GB/s where four rows
-/// side by side reached 20–23; on the Intel Xeon (2 MB L2) four rows side by side made a
-/// 200-token `generate` 5.5% faster than one row (10 alternating pairs, medians), and one row
-/// with a prefetch of the next row 2.8% slower than four.
+/// side by side reached 20–23. On the Intel Xeon (2 MB L2, 2026-12-03), 300-token generation
+/// in alternating runs (medians): two rows 15.8 ms per token, three 16.4, four 16.3; four
+/// rows had been 5.5% faster than one row without prefetching.
 fn rows_side_by_side() -> usize {
     if crate::kernels::cpu::is_amd() {
         1
     } else {
-        4
+        2
     }
-}
-
-/// `x·w_i` for one input row and four weight rows at once, sixteen running sums per weight
-/// row so it vectorises. One pass streams four weight rows while `x` stays in L1. Each sum is
-/// formed in the same order as [`serial_dot`] forms it, so both give the same bits.
-///
-/// `next` points at the weights the caller reads after these (the next four rows, stored one
-/// after another); they are prefetched line by line as this group is read, so the next group
-/// is on its way from memory before it is needed (measured ≈ 5% more tokens/s in generation
-/// on an Intel Xeon than the hardware prefetcher alone). A prefetch never faults, so `next`
-/// may point past the end of the weights.
-#[inline(always)]
-fn dot4(x: &[f32], w: [&[f32]; 4], next: *const f32) -> [f32; 4] {
-    let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; 16], [0.0f32; 16], [0.0f32; 16], [0.0f32; 16]);
-    let full = x.len() / 16 * 16;
-    let rows = w[0][..full]
-        .chunks_exact(16)
-        .zip(w[1][..full].chunks_exact(16))
-        .zip(w[2][..full].chunks_exact(16))
-        .zip(w[3][..full].chunks_exact(16));
-    for (c, (xs, (((w0, w1), w2), w3))) in x[..full].chunks_exact(16).zip(rows).enumerate() {
-        #[cfg(target_arch = "x86_64")]
-        for r in 0..4 {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let line = next.wrapping_add(r * x.len() + c * 16) as *const i8;
-            // SAFETY: prefetch is a hint (SSE, part of every x86-64); it never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
-        }
-        for k in 0..16 {
-            a0[k] += xs[k] * w0[k];
-            a1[k] += xs[k] * w1[k];
-            a2[k] += xs[k] * w2[k];
-            a3[k] += xs[k] * w3[k];
-        }
-    }
-    let finish = |acc: [f32; 16], w: &[f32]| {
-        let tail: f32 = x[full..].iter().zip(&w[full..]).map(|(a, b)| a * b).sum();
-        acc.iter().sum::<f32>() + tail
-    };
-    [
-        finish(a0, w[0]),
-        finish(a1, w[1]),
-        finish(a2, w[2]),
-        finish(a3, w[3]),
-    ]
 }
 
 /// Output rows `first..` of [`linear_forward_few_rows`] (inlined into its AVX-512 copy):
-/// [`rows_side_by_side`] weight rows at a time against every input row (each group stays in
-/// L1 for the n dot products; 12 KB for four GPT-2 rows), the rest one by one. Every value is
-/// the same [`serial_dot`] sum either way.
+/// `R` weight rows at a time against every input row (each group stays in L1 for the n dot
+/// products), the rest one by one. Every value is the same [`serial_dot`] sum either way.
 #[inline(always)]
-fn forward_band(
+fn forward_band<const R: usize>(
     out: &mut [f32],
     first: usize,
     inp: &[f32],
@@ -135,16 +93,15 @@ fn forward_band(
     let b = |j: usize| bias.map_or(0.0, |b| b[first + j]);
     let x = |r: usize| &inp[r * ic..(r + 1) * ic];
     let mut j = 0;
-    if rows_side_by_side() == 4 {
-        while j + 4 <= rows {
-            let next = weight.as_ptr().wrapping_add((first + j + 4) * ic);
+    if R > 1 {
+        while j + R <= rows {
             for r in 0..n {
-                let d = dot4(x(r), [w(j), w(j + 1), w(j + 2), w(j + 3)], next);
+                let d = dot_rows::<R>(x(r), weight, first + j);
                 for (k, d) in d.into_iter().enumerate() {
                     out[(j + k) * n + r] = d + b(j + k);
                 }
             }
-            j += 4;
+            j += R;
         }
     }
     for j in j..rows {
@@ -290,7 +247,6 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::{dot4, serial_dot};
     use crate::testing::gradcheck;
     use crate::{Rng, Tensor};
 
@@ -343,20 +299,6 @@ mod tests {
                 .iter()
                 .zip(c)
                 .all(|(p, q)| (p - q).abs() < 1e-4 * (1.0 + q.abs())));
-        }
-    }
-
-    #[test]
-    fn four_row_dot_gives_the_bits_of_single_dots() {
-        let mut rng = Rng::seed(15);
-        for ic in [16, 77, 768] {
-            let x = Tensor::randn(&[ic], &mut rng).to_vec();
-            let w = Tensor::randn(&[4 * ic], &mut rng).to_vec();
-            let rows: Vec<&[f32]> = w.chunks_exact(ic).collect();
-            let four = dot4(&x, [rows[0], rows[1], rows[2], rows[3]], w.as_ptr());
-            for (d, row) in four.iter().zip(&rows) {
-                assert_eq!(d.to_bits(), serial_dot(&x, row).to_bits());
-            }
         }
     }
 

@@ -51,10 +51,11 @@ pub fn dot_rows_on<const R: usize>(
     let ic = x.len();
     let rows = &weights[first * ic..(first + R) * ic];
     let full = ic / 16 * 16;
-    // SAFETY (each arm): the CPU runs the path (asserted above); `rows` holds R rows of
-    // ic ≥ full floats, x holds ic; `next` is only prefetched, never read.
+    // the next group's first float (it need not exist: it is only prefetched, never read)
     #[cfg(target_arch = "x86_64")]
     let next = weights.as_ptr().wrapping_add((first + R) * ic);
+    // SAFETY (each arm): the CPU runs the path (asserted above); `rows` holds R rows of
+    // ic ≥ full floats and x holds ic.
     #[cfg(target_arch = "x86_64")]
     let mut sums = match path {
         SimdPath::Avx512 => unsafe { x86::lanes_avx512::<R>(x, rows, full, next) },

@@ -231,6 +231,8 @@ pub struct InstructionTuning<'a> {
     /// The prompt of the sample printed after each epoch (the book: the first validation
     /// entry's).
     pub sample_prompt: String,
+    /// Sample as the book does (see [`crate::trainer::sample_text`]): `--book-compat` runs.
+    pub sample_as_the_book: bool,
 }
 
 impl InstructionTuning<'_> {
@@ -316,8 +318,13 @@ impl Task for InstructionTuning<'_> {
     }
 
     fn end_of_epoch(&self, epoch: usize) -> Option<String> {
-        let sample =
-            crate::trainer::sample_text(self.model, self.tokenizer, &self.sample_prompt, 50);
+        let sample = crate::trainer::sample_text(
+            self.model,
+            self.tokenizer,
+            &self.sample_prompt,
+            50,
+            self.sample_as_the_book,
+        );
         Some(format!("Ep {epoch} sample: {sample}"))
     }
 }
@@ -470,6 +477,7 @@ mod tests {
             max_length: 64,
             mask_prompt: true,
             sample_prompt: String::new(),
+            sample_as_the_book: false,
         };
         let order = EpochOrder::Listed(vec![4, 1, 7, 0, 3, 6, 2, 5]);
         let whole = task

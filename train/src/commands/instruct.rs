@@ -233,6 +233,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         max_length,
         mask_prompt: a.mask_prompt,
         sample_prompt: format_input(&val[0]),
+        sample_as_the_book: a.book_compat,
     };
     let names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
     let opt = AdamW::new(

@@ -296,9 +296,10 @@ pub fn gradient_norm(params: &[Tensor]) -> f32 {
 /// `generate_text_simple` does. `--book-compat` runs sample this way, so their samples are the
 /// book's word for word. Otherwise the KV cache computes only the new position each step: the
 /// same greedy tokens (the one-token layers sum in another order, which could only change a
-/// choice between two logits equal to the last bits), in a quarter of the time for GPT-2 small
-/// (50 tokens: 0.9 s against 3.8 s, Intel Xeon, 2 threads), which is a run's own overhead on
-/// a small corpus, where an epoch is a few steps.
+/// choice between two logits equal to the last bits), in about a quarter of the time for
+/// GPT-2 small (`generate` of 50 tokens as whole processes: 1.8 s against 4.7 s, about 0.9 s
+/// of each loading the model; Intel Xeon, 2 threads). On a small corpus, where an epoch is a
+/// few steps, the sample is a visible part of a run.
 pub fn sample_text(
     model: &GptModel,
     tok: &Tokenizer,

@@ -22,6 +22,7 @@
 //! contain are accepted and ignored; any other unknown, missing, mis-shaped or non-F32 tensor
 //! is an error naming the file and the tensor.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::{json, Value};
+use tensor::kernels::parallel::for_each_row;
 use tensor::Tensor;
 
 use crate::config::GptConfig;
@@ -469,6 +471,40 @@ pub fn map_file(path: &Path) -> std::io::Result<impl std::ops::Deref<Target = [u
     unsafe { memmap2::Mmap::map(&file) }
 }
 
+/// A tensor's little-endian f32 bytes as floats: borrowed from the mapped file where they lie
+/// on a 4-byte boundary (safetensors writers pad the header so that they do), copied otherwise.
+fn floats(bytes: &[u8]) -> Cow<'_, [f32]> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: every bit pattern is a valid f32, and `align_to` hands back as f32s only a
+        // middle part that is aligned for them.
+        let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
+        if head.is_empty() && tail.is_empty() {
+            return Cow::Borrowed(body);
+        }
+    }
+    Cow::Owned(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+/// Sets the `[out, in]` weight of a `Linear` from columns `first..first + out` of GPT-2's
+/// row-major `Conv1D` weight `src` (`[in, ld]`): `param[o][i] = src[i][first + o]`. Rows in
+/// parallel; each thread's consecutive rows read neighbouring floats of the same lines of `src`.
+fn set_transposed(param: &Tensor, src: &[f32], ld: usize, first: usize) {
+    let cols = param.size(1);
+    param.update(|dst| {
+        for_each_row(dst, cols, |o, row| {
+            for (d, &v) in row.iter_mut().zip(src[first + o..].iter().step_by(ld)) {
+                *d = v;
+            }
+        })
+    });
+}
+
 /// Options for [`load_model_with`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
@@ -553,7 +589,10 @@ pub fn load_model_with(
             });
         }
     }
-    let mut get = |name: &str, shape: &[usize]| -> Result<Tensor, WeightsError> {
+    // Each tensor goes from the mapped file straight into the model's parameter: no copy of
+    // the file in memory, no temporary per tensor (loading is mostly first touches of fresh
+    // memory, so every buffer avoided counts).
+    let mut get = |name: &str, shape: &[usize]| -> Result<_, WeightsError> {
         let view = by_name.remove(name).ok_or_else(|| WeightsError::Missing {
             path: path.clone(),
             name: name.into(),
@@ -573,21 +612,17 @@ pub fn load_model_with(
                 found: view.shape().to_vec(),
             });
         }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let data = floats(view.data());
         if opts.check_finite && data.iter().any(|x| !x.is_finite()) {
             return Err(WeightsError::NonFinite {
                 path: path.clone(),
                 name: name.into(),
             });
         }
-        Ok(Tensor::from_vec(data, shape))
+        Ok(data)
     };
     let c = cfg.emb_dim;
-    let set = |param: &Tensor, value: &Tensor| param.copy_from_slice(&value.to_vec());
+    let set = |param: &Tensor, value: &[f32]| param.copy_from_slice(value);
     set(
         &model.tok_emb.weight,
         &get("wte.weight", &[cfg.vocab_size, c])?,
@@ -607,10 +642,11 @@ pub fn load_model_with(
             .into_iter()
             .enumerate()
         {
-            set(&lin.weight, &qkv.narrow(1, j * c, c).t());
+            set_transposed(&lin.weight, &qkv, 3 * c, j * c);
+            let bias = &qkv_b[j * c..(j + 1) * c];
             match &lin.bias {
-                Some(bias) => set(bias, &qkv_b.narrow(0, j * c, c)),
-                None if qkv_b.to_vec().iter().any(|&x| x != 0.0) => {
+                Some(param) => set(param, bias),
+                None if bias.iter().any(|&x| x != 0.0) => {
                     return Err(format_err(
                         &path,
                         format!(
@@ -622,9 +658,11 @@ pub fn load_model_with(
                 None => {}
             }
         }
-        set(
+        set_transposed(
             &att.out_proj.weight,
-            &get(&h("attn.c_proj.weight"), &[c, c])?.t(),
+            &get(&h("attn.c_proj.weight"), &[c, c])?,
+            c,
+            0,
         );
         set(
             att.out_proj.bias.as_ref().unwrap(),
@@ -632,17 +670,21 @@ pub fn load_model_with(
         );
         set(&b.norm2.scale, &get(&h("ln_2.weight"), &[c])?);
         set(&b.norm2.shift, &get(&h("ln_2.bias"), &[c])?);
-        set(
+        set_transposed(
             &b.ff.fc1.weight,
-            &get(&h("mlp.c_fc.weight"), &[c, 4 * c])?.t(),
+            &get(&h("mlp.c_fc.weight"), &[c, 4 * c])?,
+            4 * c,
+            0,
         );
         set(
             b.ff.fc1.bias.as_ref().unwrap(),
             &get(&h("mlp.c_fc.bias"), &[4 * c])?,
         );
-        set(
+        set_transposed(
             &b.ff.fc2.weight,
-            &get(&h("mlp.c_proj.weight"), &[4 * c, c])?.t(),
+            &get(&h("mlp.c_proj.weight"), &[4 * c, c])?,
+            c,
+            0,
         );
         set(
             b.ff.fc2.bias.as_ref().unwrap(),
@@ -770,6 +812,23 @@ mod tests {
             .to_string();
         assert!(e.contains("nope"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn floats_are_read_in_place_when_aligned_and_copied_when_not() {
+        let want = [1.5f32, -2.25, f32::MIN_POSITIVE, 3.0e7, f32::NAN];
+        let mut buf = vec![0u8; 4 * want.len() + 8];
+        let aligned = buf.as_ptr().align_offset(4);
+        for start in [aligned, aligned + 1] {
+            for (i, x) in want.iter().enumerate() {
+                buf[start + 4 * i..start + 4 * i + 4].copy_from_slice(&x.to_le_bytes());
+            }
+            let got = floats(&buf[start..start + 4 * want.len()]);
+            let in_place = cfg!(target_endian = "little") && start == aligned;
+            assert_eq!(matches!(got, Cow::Borrowed(_)), in_place);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want));
+        }
     }
 
     #[test]

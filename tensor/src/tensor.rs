@@ -173,9 +173,19 @@ impl Tensor {
 
     /// The same values as a leaf that accumulates a gradient in `.grad()` on backward.
     /// PyTorch: `t.requires_grad_()` on a leaf.
+    ///
+    /// A tensor that is its whole buffer (as every freshly made one is) keeps that buffer: no
+    /// copy, where copying had cost every model an extra pass over all its parameters when it
+    /// was built. Should another tensor still hold the buffer, the first in-place update
+    /// copies it ([`Tensor::update`]: copy-on-write), so that tensor keeps its values. A view
+    /// is copied into a buffer of its own.
     pub fn requires_grad(self) -> Tensor {
-        let values = self.values();
-        let data = values.to_vec();
+        let storage = self.storage();
+        let layout = &self.0.layout;
+        if layout.is_contiguous() && layout.offset == 0 && layout.numel() == storage.len() {
+            return Tensor::new_inner(storage, Layout::contiguous(self.shape()), true, None);
+        }
+        let data = self.values().to_vec();
         Tensor::new_inner(Arc::new(data), Layout::contiguous(self.shape()), true, None)
     }
 
@@ -472,6 +482,31 @@ impl fmt::Debug for Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requires_grad_keeps_a_whole_buffer_and_copies_it_on_write() {
+        let a = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]);
+        let p = a.clone().requires_grad();
+        assert!(Arc::ptr_eq(&a.storage(), &p.storage()), "no copy");
+        assert!(p.is_requires_grad() && !a.is_requires_grad());
+        p.update(|v| v[0] = 9.0);
+        assert_eq!(
+            a.to_vec(),
+            [1.0, 2.0, 3.0],
+            "the other holder keeps its values"
+        );
+        assert_eq!(p.to_vec(), [9.0, 2.0, 3.0]);
+        // a view (here a transpose, and a narrowed part) gets a contiguous buffer of its own
+        let m = Tensor::from_vec((0..6).map(|x| x as f32).collect(), &[2, 3]);
+        let t = m.t().requires_grad();
+        assert_eq!(t.to_vec(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert!(!Arc::ptr_eq(&m.storage(), &t.storage()));
+        let row = m.narrow(0, 1, 1).requires_grad();
+        assert_eq!(
+            (row.to_vec(), row.storage().len()),
+            (vec![3.0, 4.0, 5.0], 3)
+        );
+    }
 
     #[test]
     #[should_panic(expected = "from_vec: 5 values do not fill shape [2, 3]")]

@@ -473,7 +473,8 @@ pub fn map_file(path: &Path) -> std::io::Result<impl std::ops::Deref<Target = [u
 
 /// A tensor's little-endian f32 bytes as floats: borrowed from the mapped file where they lie
 /// on a 4-byte boundary (safetensors writers pad the header so that they do), copied otherwise.
-fn floats(bytes: &[u8]) -> Cow<'_, [f32]> {
+/// Shared by the weights and the optimizer-state readers.
+pub fn floats(bytes: &[u8]) -> Cow<'_, [f32]> {
     #[cfg(target_endian = "little")]
     {
         // SAFETY: every bit pattern is a valid f32, and `align_to` hands back as f32s only a

@@ -229,9 +229,7 @@ fn read_optimizer(path: &Path, model: &GptModel, opt: &mut AdamW) -> Result<(), 
                     path.display()
                 )));
             }
-            for (x, b) in slot.iter_mut().zip(view.data().chunks_exact(4)) {
-                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
+            slot.copy_from_slice(&model::weights::floats(view.data()));
         }
     }
     Ok(())

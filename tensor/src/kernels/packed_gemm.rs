@@ -292,6 +292,10 @@ unsafe fn pack_b<K: MicroKernel>(kc: usize, nc: usize, b: Operand, out: *mut f32
     } else if b.rs == 1 {
         // B transposed: each column is contiguous. Transpose LANES columns × LANES steps of k
         // in registers into LANES panel rows.
+        //
+        // Each column is a short run (kc floats, 1 KB at KC 256) and LANES of them are read
+        // at once, too many short streams for the hardware prefetcher: the next LANES columns
+        // are prefetched while these are transposed, one cache line of each per block.
         let steps = kc / lanes * lanes;
         for q in 0..panels {
             let nr = nr_full.min(nc - q * nr_full);
@@ -301,7 +305,12 @@ unsafe fn pack_b<K: MicroKernel>(kc: usize, nc: usize, b: Operand, out: *mut f32
                 let cols = nr.saturating_sub(part * lanes).min(lanes);
                 // (not read when cols == 0, so it may point past B)
                 let col0 = b.ptr.wrapping_add(j0 * b.cs);
+                let next_cols = nc.saturating_sub(j0 + lanes).min(lanes);
+                let next0 = col0.wrapping_add(lanes * b.cs);
                 for p0 in (0..steps).step_by(lanes) {
+                    for j in 0..next_cols {
+                        prefetch_read(next0.wrapping_add(j * b.cs + p0));
+                    }
                     let dst = panel.add(p0 * nr_full + part * lanes);
                     K::transpose(col0.wrapping_add(p0), b.cs, cols, dst, nr_full, lanes);
                 }
@@ -331,6 +340,20 @@ unsafe fn pack_b<K: MicroKernel>(kc: usize, nc: usize, b: Operand, out: *mut f32
             }
         }
     }
+}
+
+/// Asks for the cache line holding `p` to be brought into L1 (a hint: never faults, even
+/// for an address outside any buffer).
+#[inline(always)]
+fn prefetch_read(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint and reads nothing architecturally.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Packs the mr×kc strip of A: `A[i][p]` goes to `p·MR + i`, rows past mr are zeros.

@@ -167,6 +167,21 @@ fn bad_training_inputs_give_one_clear_line_and_write_nothing() {
             ],
             "NaN or infinite at step",
         ),
+        // a step that leaves the weights infinite with a finite loss: no checkpoint of them
+        // is written (it could be neither resumed nor sampled)
+        (
+            vec![
+                "--lr".into(),
+                "1e38".into(),
+                "--warmup-steps".into(),
+                "0".into(),
+                "--grad-clip".into(),
+                "0".into(),
+                "--save-every".into(),
+                "1".into(),
+            ],
+            "the weights became NaN or infinite at step 1",
+        ),
     ];
     for (extra, needle) in cases {
         let mut args: Vec<String> = vec!["train".into(), "--max-steps".into(), "2".into()];
@@ -335,6 +350,11 @@ fn runs_get_their_own_directories_and_never_overwrite_each_other() {
         .to_string_lossy()
         .starts_with('.')));
 
+    // the folder of numbered runs is not a run: neither --out nor --resume takes it
+    let r = train_in(&dir, &["--out", "runs", "--max-steps", "1"]);
+    assert_one_line_error(&r, "folder of numbered runs");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--resume runs/run-"));
+
     // contradictory or incomplete combinations are usage errors (exit 2)
     for args in [
         &["--force"][..],
@@ -412,6 +432,51 @@ fn resume_continues_in_place_and_finds_its_data_again() {
         .output()
         .unwrap();
     assert_ok(&r);
+    // an earlier checkpoint of the run is refused (training on from it would write over the
+    // later ones); the latest one, named as a checkpoint, is the run itself
+    let older = run.join("checkpoints/step-00000006");
+    let r = bin()
+        .args([
+            "train",
+            "--resume",
+            older.to_str().unwrap(),
+            "--max-steps",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&r, "not the run's latest checkpoint");
+    assert_eq!(latest_step(&run), 7);
+    let newest = run.join("checkpoints/step-00000007");
+    let r = bin()
+        .args([
+            "train",
+            "--resume",
+            newest.to_str().unwrap(),
+            "--max-steps",
+            "8",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&r);
+    assert_eq!(latest_step(&run), 8);
+    // a damaged epoch order in the state file: one clear line, not an index out of bounds
+    let state_file = run.join("checkpoints/step-00000008/scratchgpt_state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    for order in [
+        serde_json::json!([1_000_000_000usize]),
+        serde_json::json!([0, 1, 2]),
+    ] {
+        state["order"] = order;
+        std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+        let r = bin()
+            .args(["train", "--resume", o, "--max-steps", "9"])
+            .output()
+            .unwrap();
+        assert_one_line_error(&r, "is damaged");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -544,18 +609,21 @@ fn generate_refuses_sampling_flags_when_greedy_and_says_when_it_crops_the_prompt
         ],
     ));
     let o = out.to_str().unwrap();
-    assert_one_line_error(
-        &run(&[
-            "generate",
-            "--checkpoint",
-            o,
-            "--prompt",
-            "hi",
-            "--top-k",
-            "5",
-        ]),
-        "--top-k has no effect with --temperature 0",
-    );
+    let r = run(&[
+        "generate",
+        "--checkpoint",
+        o,
+        "--prompt",
+        "hi",
+        "--top-k",
+        "5",
+    ]);
+    assert_one_line_error(&r, "--top-k has no effect with --temperature 0");
+    assert_eq!(r.status.code(), Some(2), "flags that contradict each other");
+    // a required flag left out is named
+    let r = run(&["generate", "--checkpoint", o]);
+    assert_one_line_error(&r, "--prompt");
+    assert_eq!(r.status.code(), Some(2));
     let long = "x".repeat(100); // 100 byte tokens, context 32
     let r = run(&[
         "generate",

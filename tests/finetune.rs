@@ -318,6 +318,20 @@ fn a_pretrained_gpt_learns_to_tell_the_verdict_from_the_stories() {
             .unwrap(),
         "not a LoRA checkpoint",
     );
+    // fine-tuning starts from a model's own weights: a LoRA checkpoint must be merged first
+    one_line_error(
+        &bin()
+            .args([
+                "finetune",
+                "classify",
+                "--checkpoint",
+                lora.to_str().unwrap(),
+            ])
+            .args(["--train", "x.csv", "--val", "y.csv"])
+            .output()
+            .unwrap(),
+        "merge-lora --checkpoint",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -454,6 +468,11 @@ fn bad_classification_data_gives_one_line_naming_the_file_and_row() {
     // LoRA flags: a rank of 0, a bad alpha or scaling, and --trainable beside --lora
     for (flags, needle) in [
         (&["--lora", "0"][..], "--lora: the rank must be at least 1"),
+        // refused before a single adapter is allocated (this one would take 25 GB)
+        (
+            &["--lora", "100000000", "--batch-size", "2"],
+            "is larger than the model's width",
+        ),
         (
             &["--grad-accum", "3"],
             "--grad-accum 3 must be at least 1 and divide",

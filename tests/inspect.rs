@@ -373,6 +373,20 @@ fn bad_input_is_one_error_line() {
         out_s,
     ]);
     assert_one_line_error(&r, "--top-k");
+    // more tokens than the vocabulary has: refused before anything is allocated
+    let r = run(&[
+        "inspect",
+        "logit-lens",
+        "--checkpoint",
+        &ckpt,
+        "--prompt",
+        "x",
+        "--top-k",
+        "100000000",
+        "--out",
+        out_s,
+    ]);
+    assert_one_line_error(&r, "is more than the model's");
     // an output "directory" that is a file cannot be written
     let file = dir.join("a-file");
     std::fs::write(&file, "x").unwrap();

@@ -462,13 +462,70 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, WeightsError> {
 /// first into a file-sized buffer whose fresh pages the kernel would have to clear (0.5–0.65
 /// GB for GPT-2 small's weights, 1.3 GB for its moments), and nothing is allocated for
 /// whatever size the file claims.
-pub fn map_file(path: &Path) -> std::io::Result<impl std::ops::Deref<Target = [u8]>> {
+pub fn map_file(path: &Path) -> std::io::Result<MappedFile> {
     let file = std::fs::File::open(path)?;
     // SAFETY: the mapping is only read, and nothing in this process writes the file while it
     // is mapped. Another process truncating it meanwhile would fault the read; checkpoints are
     // written to a new directory and renamed into place, and downloads are complete files, so
     // none is.
-    unsafe { memmap2::Mmap::map(&file) }
+    unsafe { memmap2::Mmap::map(&file) }.map(MappedFile)
+}
+
+/// A file mapped by [`map_file`]: its bytes, and a way to let go of the pages already read.
+pub struct MappedFile(memmap2::Mmap);
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl MappedFile {
+    /// Takes the pages holding `part` (a slice of this file's bytes, already copied where it
+    /// goes) out of this process's memory. They stay in the page cache, and reading them
+    /// again maps them again; but a reader that copies tensor after tensor holds one tensor of
+    /// the file at a time besides what it fills, rather than all of it: loading GPT-2 small
+    /// peaked at the model plus the whole 650 MB file.
+    pub fn release(&self, part: &[u8]) {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.0.as_ptr() as usize);
+        if part.is_empty() || start >= self.0.len() {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: MADV_DONTNEED on a read-only mapping of a file only drops the pages from this
+        // process's page tables: a later read of them maps the same bytes of the file again
+        // (nothing here writes the mapping, so there are no private changes to lose). The range
+        // is inside the mapping (memmap2 widens its start to a page boundary).
+        unsafe {
+            let _ = self.0.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start,
+                part.len().min(self.0.len() - start),
+            );
+        }
+    }
+}
+
+/// A tensor's floats read from a [`MappedFile`]; once dropped, the pages they were read from
+/// are [released](MappedFile::release).
+struct Loaded<'a> {
+    floats: Cow<'a, [f32]>,
+    file: &'a MappedFile,
+    bytes: &'a [u8],
+}
+
+impl std::ops::Deref for Loaded<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.floats
+    }
+}
+
+impl Drop for Loaded<'_> {
+    fn drop(&mut self) {
+        self.file.release(self.bytes);
+    }
 }
 
 /// A tensor's little-endian f32 bytes as floats: borrowed from the mapped file where they lie
@@ -606,7 +663,8 @@ pub fn load_model_with(
     }
     // Each tensor goes from the mapped file straight into the model's parameter: no copy of
     // the file in memory, no temporary per tensor (loading is mostly first touches of fresh
-    // memory, so every buffer avoided counts).
+    // memory, so every buffer avoided counts), and its pages of the file are let go once it
+    // is in place.
     let mut get = |name: &str, shape: &[usize]| -> Result<_, WeightsError> {
         let view = by_name.remove(name).ok_or_else(|| WeightsError::Missing {
             path: path.clone(),
@@ -627,7 +685,11 @@ pub fn load_model_with(
                 found: view.shape().to_vec(),
             });
         }
-        let data = floats(view.data());
+        let data = Loaded {
+            floats: floats(view.data()),
+            file: &bytes,
+            bytes: view.data(),
+        };
         if opts.check_finite && data.iter().any(|x| !x.is_finite()) {
             return Err(WeightsError::NonFinite {
                 path: path.clone(),
@@ -859,6 +921,41 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want));
         }
+    }
+
+    /// Pages of a mapped file read and then released leave this process's resident memory,
+    /// and reading them again gives the same bytes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_pages_leave_resident_memory_and_read_back_the_same() {
+        let rss_file_kb = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("RssFile:")).unwrap();
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        };
+        let path =
+            std::env::temp_dir().join(format!("scratchgpt-release-{}.bin", std::process::id()));
+        let bytes: Vec<u8> = (0..64usize << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = map_file(&path).unwrap();
+        let sum = |b: &[u8]| b.iter().map(|&x| x as u64).sum::<u64>();
+        let want = sum(&bytes);
+        assert_eq!(sum(&file), want); // every page read: resident
+        let before = rss_file_kb();
+        file.release(&file[..]);
+        let after = rss_file_kb();
+        // other tests map files meanwhile: a wide margin under the 64 MB let go
+        assert!(
+            before - after > 32 << 10,
+            "RssFile {before} kB -> {after} kB"
+        );
+        assert_eq!(sum(&file), want);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -123,10 +123,26 @@ pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
 /// GPT-2 name such as `gpt2` (from the Hugging Face cache, downloaded when missing: see
 /// [`crate::hub::checkpoint_dir`]).
 pub fn load_for_inference(path: &Path, ctx: &Context) -> Result<(GptModel, Tokenizer), TrainError> {
+    load_fitting(
+        path,
+        ctx,
+        |cfg| MemoryEstimate::inference(cfg, 1),
+        crate::memory::INFERENCE_REMEDY,
+    )
+}
+
+/// [`load_for_inference`], checking first that what the command will do with the model
+/// (`need`, from its config) fits in memory, or saying what to change (`remedy`).
+pub fn load_fitting(
+    path: &Path,
+    ctx: &Context,
+    need: impl Fn(&model::GptConfig) -> MemoryEstimate,
+    remedy: &str,
+) -> Result<(GptModel, Tokenizer), TrainError> {
     let dir = resolve(&crate::hub::checkpoint_dir(path)?)?;
     let cfg = weights::read_config(&dir.join(weights::CONFIG_FILE))?;
-    let need = MemoryEstimate::inference(&cfg, 1);
-    crate::memory::check_fits(&need, &format!("the model in {}", dir.display()))?;
+    let need = need(&cfg);
+    crate::memory::check_fits(&need, &format!("the model in {}", dir.display()), remedy)?;
     let model = weights::load_model_with(&dir, ctx, LoadOptions { check_finite: true })?;
     let tokenizer = Tokenizer::load(&dir)?;
     // a model's vocabulary may be padded past its tokenizer's (train --vocab-size), not cut
@@ -230,6 +246,7 @@ fn read_optimizer(path: &Path, model: &GptModel, opt: &mut AdamW) -> Result<(), 
                 )));
             }
             slot.copy_from_slice(&model::weights::floats(view.data()));
+            bytes.release(view.data());
         }
     }
     Ok(())

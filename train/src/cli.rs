@@ -181,15 +181,30 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
                     0
                 };
             }
+            // clap's message in one line: its first line and the indented lines under it
+            // (the arguments missing or in conflict), without the usage block
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see --help)");
+            let mut lines = rendered.lines().take_while(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("error: invalid arguments");
+            let named: Vec<&str> = lines.map(str::trim).collect();
+            if named.is_empty() {
+                eprintln!("{first} (see --help)");
+            } else {
+                eprintln!("{first} {} (see --help)", named.join(", "));
+            }
             return 2;
         }
     };
+    // flags whose values contradict each other are usage errors, as clap's own conflicts are
+    let sampling = match &cli.command {
+        Command::Generate(a) => Some(&a.sampling),
+        Command::Chat(a) => Some(&a.sampling),
+        _ => None,
+    };
+    if let Some(e) = sampling.and_then(|s| s.contradiction()) {
+        eprintln!("error: {e}");
+        return 2;
+    }
     // SCRATCHGPT_GEMM / SCRATCHGPT_SIMD name a path this CPU has, or nothing runs
     if let Err(e) = tensor::kernels::check_environment() {
         eprintln!("error: {e}");

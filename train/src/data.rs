@@ -214,6 +214,16 @@ impl EpochOrder {
         self.len() == 0
     }
 
+    /// Whether this is a whole pass over `n` examples: each index visited below `n` (what a
+    /// saved order read back must be before it is used).
+    pub fn covers(&self, n: usize) -> bool {
+        self.len() == n
+            && match self {
+                EpochOrder::Listed(v) => v.iter().all(|&i| i < n),
+                EpochOrder::Permuted { .. } | EpochOrder::Sequential { .. } => true,
+            }
+    }
+
     /// The `i`-th example visited.
     pub fn get(&self, i: usize) -> usize {
         match self {

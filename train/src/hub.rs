@@ -291,7 +291,11 @@ fn fits_in_memory(cached: &CachedRepo) -> Result<(), TrainError> {
         return Ok(()); // loading will say what is wrong with it
     };
     let need = model::memory::MemoryEstimate::inference(&cfg, 1);
-    crate::memory::check_fits(&need, &format!("the model in {}", config.display()))
+    crate::memory::check_fits(
+        &need,
+        &format!("the model in {}", config.display()),
+        crate::memory::INFERENCE_REMEDY,
+    )
 }
 
 fn is_not_found(e: &ApiError) -> bool {

@@ -74,6 +74,41 @@ impl LoraArgs {
     }
 }
 
+/// Checks, before any adapter is made, that `cfg`'s rank suits `model` (at most its width:
+/// a larger rank adds numbers, not capacity, since no adapted weight has a higher rank) and
+/// that the adapters, their gradients and AdamW's two moments fit in memory. Returns how many
+/// trainable numbers the adapters will have.
+pub fn check_adapters(model: &mut dyn LoraModel, cfg: &LoraConfig) -> Result<usize, TrainError> {
+    let width = model.gpt_mut().cfg.emb_dim;
+    if cfg.rank > width {
+        return Err(TrainError(format!(
+            "--lora: rank {} is larger than the model's width {width}; choose a rank from 1 to {width} (the book uses 16)",
+            cfg.rank
+        )));
+    }
+    let count: usize = model
+        .linears_mut()
+        .into_iter()
+        .map(|l| {
+            let [out, inp] = l.weight.shape() else {
+                unreachable!("a linear weight is [out, in]")
+            };
+            cfg.parameters_for(*inp, *out)
+        })
+        .sum();
+    let floats = 4 * count as u64; // the adapters, their gradients, two moments
+    let need = model::memory::MemoryEstimate {
+        weights: 4 * floats,
+        ..Default::default()
+    };
+    crate::memory::check_fits(
+        &need,
+        &format!("LoRA adapters of rank {}", cfg.rank),
+        "choose a lower --lora rank",
+    )?;
+    Ok(count)
+}
+
 /// `lora.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoraInfo {
@@ -115,11 +150,39 @@ pub fn load_with_adapters(
     path: &Path,
     ctx: &Context,
 ) -> Result<(model::GptModel, crate::tokenizer::Tokenizer), TrainError> {
-    let (mut gpt, tok) = crate::checkpoint::load_for_inference(path, ctx)?;
+    load_with_adapters_fitting(
+        path,
+        ctx,
+        |cfg| model::memory::MemoryEstimate::inference(cfg, 1),
+        crate::memory::INFERENCE_REMEDY,
+    )
+}
+
+/// [`load_with_adapters`] with the memory check of [`crate::checkpoint::load_fitting`].
+pub fn load_with_adapters_fitting(
+    path: &Path,
+    ctx: &Context,
+    need: impl Fn(&model::GptConfig) -> model::memory::MemoryEstimate,
+    remedy: &str,
+) -> Result<(model::GptModel, crate::tokenizer::Tokenizer), TrainError> {
+    let (mut gpt, tok) = crate::checkpoint::load_fitting(path, ctx, need, remedy)?;
     if let Ok(dir) = crate::checkpoint::resolve(path) {
         load_adapters(&dir, &mut gpt, ctx)?;
     }
     Ok((gpt, tok))
+}
+
+/// Errors when `path` is a LoRA checkpoint given as the model to fine-tune: fine-tuning
+/// starts from the base weights alone, so its adapters would silently be left out.
+pub fn refuse_as_base(path: &Path) -> Result<(), TrainError> {
+    match crate::checkpoint::resolve(path) {
+        Ok(dir) if is_lora(&dir) => Err(TrainError(format!(
+            "{}: is a LoRA checkpoint, and fine-tuning starts from a model's own weights (its adapters would be left out); fold them in first with `scratchgpt merge-lora --checkpoint {} --out MERGED` and fine-tune MERGED",
+            path.display(),
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// True when the checkpoint directory `dir` holds LoRA adapters.

@@ -13,29 +13,48 @@ use crate::error::TrainError;
 /// Bytes this process can still allocate, and what limits it; `None` where nothing can be
 /// read (other operating systems), in which case no check is made.
 pub fn available_memory() -> Option<(u64, &'static str)> {
-    let mut limits: Vec<(u64, &'static str)> = Vec::new();
-    if let Some(kb) = read_kb("/proc/meminfo", "MemAvailable:") {
-        limits.push((kb * 1024, "available memory"));
-    }
-    if let Some(room) = cgroup_room() {
-        limits.push((room, "the memory limit of this process's cgroup"));
-    }
-    if let Some(room) = address_space_room() {
-        limits.push((room, "the address-space limit (ulimit -v)"));
-    }
-    limits.into_iter().min_by_key(|(b, _)| *b)
+    limits()
+        .into_iter()
+        .map(|(b, what, _)| (b, what))
+        .min_by_key(|(b, _)| *b)
 }
 
-/// Errors (one line for the user) when `need` is larger than the available memory.
-pub fn check_fits(need: &MemoryEstimate, what: &str) -> Result<(), TrainError> {
-    let Some((available, limit)) = available_memory() else {
-        return Ok(());
-    };
-    if need.total() > available {
-        return Err(TrainError(format!(
-            "{what} needs {need}, but only {} is free under {limit}: use a smaller model, --batch-size or --context-length",
-            human_bytes(available)
-        )));
+/// Every limit that applies here: bytes left under it, its name, and whether it limits the
+/// address space (where mapped files count too) rather than memory.
+fn limits() -> Vec<(u64, &'static str, bool)> {
+    let mut limits = Vec::new();
+    if let Some(kb) = read_kb("/proc/meminfo", "MemAvailable:") {
+        limits.push((kb * 1024, "available memory", false));
+    }
+    if let Some(room) = cgroup_room() {
+        limits.push((room, "the memory limit of this process's cgroup", false));
+    }
+    if let Some(room) = address_space_room() {
+        limits.push((room, "the address-space limit (ulimit -v)", true));
+    }
+    limits
+}
+
+/// What to change when a model does not fit for inference (`generate`, `eval`, …).
+pub const INFERENCE_REMEDY: &str = "free some memory, or use a smaller model";
+
+/// Errors (one line for the user) when `need` is larger than the available memory, ending with
+/// `remedy` (what the user can change, in the command at hand). Under an address-space limit
+/// the files `need` maps count too.
+pub fn check_fits(need: &MemoryEstimate, what: &str, remedy: &str) -> Result<(), TrainError> {
+    for (available, limit, address_space) in limits() {
+        let mapped = if address_space { need.mapped } else { 0 };
+        if need.total() + mapped > available {
+            let files = if mapped > 0 {
+                format!(" and {} of mapped files", human_bytes(mapped))
+            } else {
+                String::new()
+            };
+            return Err(TrainError(format!(
+                "{what} needs {need}{files}, but only {} is free under {limit}: {remedy}",
+                human_bytes(available)
+            )));
+        }
     }
     Ok(())
 }
@@ -95,9 +114,11 @@ mod tests {
                 weights: u64::MAX / 4,
                 ..MemoryEstimate::default()
             };
-            let err = check_fits(&huge, "this model").unwrap_err().0;
+            let err = check_fits(&huge, "this model", "use a smaller one")
+                .unwrap_err()
+                .0;
             assert!(err.starts_with("this model needs about"), "{err}");
-            assert!(check_fits(&MemoryEstimate::default(), "nothing").is_ok());
+            assert!(check_fits(&MemoryEstimate::default(), "nothing", "").is_ok());
         }
     }
 }

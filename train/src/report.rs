@@ -19,6 +19,8 @@ use crate::tokenizer::Tokenizer;
 
 /// The run's per-epoch lines (the samples), one JSON object per line.
 pub const SAMPLES_FILE: &str = "samples.jsonl";
+/// The run's report page, in its directory.
+pub const REPORT_FILE: &str = "index.html";
 
 /// The attention maps of the report look at most at this many tokens of the start context.
 pub const REPORT_TOKENS: usize = 32;
@@ -139,7 +141,7 @@ pub fn write_run_report(
         body += &attention_section(model, tok, &ids, &about, shown).html;
     }
     let page = figures::html_page(&format!("{title}: run report"), &body);
-    model::weights::write_atomically(&out.join("index.html"), page.as_bytes())?;
+    model::weights::write_atomically(&out.join(REPORT_FILE), page.as_bytes())?;
     Ok(())
 }
 

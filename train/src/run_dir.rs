@@ -27,13 +27,29 @@ use crate::error::{io_error, TrainError};
 pub const RUNS_ROOT: &str = "runs";
 /// The link in [`RUNS_ROOT`] to the newest run.
 pub const LATEST_LINK: &str = "latest";
-/// The files and folders a run owns inside its directory (what `--force` replaces).
-pub const RUN_ENTRIES: [&str; 4] = [LATEST_FILE, "checkpoints", "metrics.csv", "loss.svg"];
+/// The files and folders a run owns inside its directory (what `--force` replaces): the
+/// first four mark a directory as holding a run, the others (epoch samples, the report page)
+/// belong to it too.
+pub const RUN_ENTRIES: [&str; 6] = [
+    LATEST_FILE,
+    "checkpoints",
+    "metrics.csv",
+    "loss.svg",
+    crate::report::SAMPLES_FILE,
+    crate::report::REPORT_FILE,
+];
 const STASH_PREFIX: &str = ".replaced-";
 
 /// True when `dir` holds (part of) a run: a checkpoint pointer, checkpoints or metrics.
 pub fn holds_run(dir: &Path) -> bool {
-    RUN_ENTRIES.iter().any(|e| dir.join(e).exists())
+    RUN_ENTRIES[..4].iter().any(|e| dir.join(e).exists())
+}
+
+/// True when `dir` is a folder of numbered runs (`runs/`): its `latest` is the link to a run
+/// directory, not a run's pointer file.
+fn holds_numbered_runs(dir: &Path) -> bool {
+    let link = dir.join(LATEST_LINK);
+    link.is_symlink() && link.is_dir()
 }
 
 /// The directory a run writes into, prepared by [`OutDir::new_numbered`] or [`OutDir::at`].
@@ -102,28 +118,24 @@ impl OutDir {
                 dir.display()
             )));
         }
-        if holds_run(dir) {
-            if !force {
-                let at = checkpoint::resolve(dir)
-                    .and_then(|c| checkpoint::read_state(&c))
-                    .map(|s| format!(" (at step {})", s.step))
-                    .unwrap_or_default();
-                return Err(TrainError(format!(
-                    "{}: already holds a run{at}; continue it with --resume {}, or replace it with --force",
-                    dir.display(),
-                    dir.display()
-                )));
-            }
-            let stash = dir.join(format!("{STASH_PREFIX}{}", std::process::id()));
-            std::fs::create_dir(&stash).map_err(|e| io_error(&stash, e))?;
-            for entry in RUN_ENTRIES {
-                let from = dir.join(entry);
-                if from.exists() {
-                    std::fs::rename(&from, stash.join(entry)).map_err(|e| io_error(&from, e))?;
-                }
-            }
-            *out.stash.lock().unwrap() = Some(stash);
-            return Ok(out);
+        if holds_numbered_runs(dir) {
+            return Err(TrainError(format!(
+                "{}: is the folder of numbered runs ({}/run-0001, …); continue one of them with --resume {}/run-NNNN, or choose a new --out",
+                dir.display(),
+                dir.display(),
+                dir.display()
+            )));
+        }
+        if holds_run(dir) && !force {
+            let at = checkpoint::resolve(dir)
+                .and_then(|c| checkpoint::read_state(&c))
+                .map(|s| format!(" (at step {})", s.step))
+                .unwrap_or_default();
+            return Err(TrainError(format!(
+                "{}: already holds a run{at}; continue it with --resume {}, or replace it with --force",
+                dir.display(),
+                dir.display()
+            )));
         }
         let has_files = std::fs::read_dir(dir)
             .map_err(|e| io_error(dir, e))?
@@ -134,6 +146,21 @@ impl OutDir {
                 "{}: is not empty (and holds no run); choose a new --out, or pass --force to write into it anyway",
                 dir.display()
             )));
+        }
+        // --force: whatever of a run's files are there (a whole old run, or only a file of
+        // the same name as one) is moved aside until the new run's first checkpoint
+        let present: Vec<&str> = RUN_ENTRIES
+            .into_iter()
+            .filter(|e| dir.join(e).symlink_metadata().is_ok())
+            .collect();
+        if !present.is_empty() {
+            let stash = dir.join(format!("{STASH_PREFIX}{}", std::process::id()));
+            std::fs::create_dir(&stash).map_err(|e| io_error(&stash, e))?;
+            for entry in present {
+                let from = dir.join(entry);
+                std::fs::rename(&from, stash.join(entry)).map_err(|e| io_error(&from, e))?;
+            }
+            *out.stash.lock().unwrap() = Some(stash);
         }
         Ok(out)
     }
@@ -146,7 +173,25 @@ impl OutDir {
         } else {
             let parent = dir.parent().filter(|p| p.ends_with("checkpoints"));
             match parent.and_then(Path::parent) {
-                Some(run) if run.join(LATEST_FILE).is_file() => run.to_path_buf(),
+                Some(run) if run.join(LATEST_FILE).is_file() => {
+                    // training on from an earlier checkpoint would write over the later ones
+                    let latest = checkpoint::resolve(run)?;
+                    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                        (Ok(a), Ok(b)) => a == b,
+                        _ => a == b,
+                    };
+                    if !same(&latest, dir) {
+                        return Err(TrainError(format!(
+                            "{}: is not the run's latest checkpoint ({} is); training on from it would write over the later ones. Resume the run with --resume {}, or branch from this step in a copy: cp -r {} NEW, write `checkpoints/{}` into NEW/{LATEST_FILE}, and --resume NEW",
+                            dir.display(),
+                            latest.display(),
+                            run.display(),
+                            run.display(),
+                            dir.file_name().unwrap_or_default().to_string_lossy()
+                        )));
+                    }
+                    run.to_path_buf()
+                }
                 _ => {
                     checkpoint::resolve(dir)?; // the clearest error for a missing directory
                     return Err(TrainError(format!(
@@ -198,7 +243,7 @@ impl OutDir {
         if let Some(stash) = self.stash.lock().unwrap().take() {
             for entry in RUN_ENTRIES {
                 let from = stash.join(entry);
-                if from.exists() {
+                if from.symlink_metadata().is_ok() {
                     let _ = std::fs::rename(&from, self.path.join(entry));
                 }
             }
@@ -294,8 +339,10 @@ mod tests {
             std::fs::read_to_string(dir.join("metrics.csv")).unwrap(),
             "old"
         );
-        // succeeds: the old run's files go, other files stay
+        // succeeds: the old run's files go (its samples and report page too), other files stay
+        std::fs::write(dir.join(crate::report::SAMPLES_FILE), "old samples").unwrap();
         let out = OutDir::at(&dir, true).unwrap();
+        assert!(!dir.join(crate::report::SAMPLES_FILE).exists());
         std::fs::write(dir.join("metrics.csv"), "new").unwrap();
         out.checkpoint_written();
         assert_eq!(
@@ -320,6 +367,19 @@ mod tests {
         let dir = tmp("other");
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
         assert!(OutDir::at(&dir, false).unwrap_err().0.contains("not empty"));
+        // --force into it: a file named like a run's is put back if the run fails early
+        std::fs::write(dir.join("index.html"), "my page").unwrap();
+        let out = OutDir::at(&dir, true).unwrap();
+        std::fs::write(dir.join("index.html"), "a report").unwrap();
+        out.abandon();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("index.html")).unwrap(),
+            "my page"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "mine"
+        );
         let fresh = dir.join("new");
         let out = OutDir::at(&fresh, false).unwrap();
         assert!(fresh.is_dir());

@@ -464,7 +464,11 @@ pub fn run<'a>(
                 &train,
                 &val,
             ));
-            check_fits(need.as_ref().unwrap(), "this model")?;
+            check_fits(
+                need.as_ref().unwrap(),
+                "this model",
+                "use a smaller model, --batch-size or --context-length",
+            )?;
             let model = GptModel::new(&cfg, &ctx).map_err(|e| TrainError(e.to_string()))?;
             let opt = checkpoint::new_optimizer(&model, &settings);
             let state = TrainerState {
@@ -494,7 +498,11 @@ pub fn run<'a>(
                 TrainingData::Text(text) => text.len() as u64,
                 TrainingData::Tokens(_) => 0,
             };
-            check_fits(&estimate.with_data(9 * text_bytes), "this run")?;
+            check_fits(
+                &estimate.with_data(9 * text_bytes),
+                "this run",
+                "free some memory (a resumed run keeps its model, batch and context)",
+            )?;
             let r = checkpoint::load_for_resume(dir, &ctx)?;
             let mut state = r.state;
             if let Some(e) = opts.resume_epochs {
@@ -526,6 +534,17 @@ pub fn run<'a>(
                     "{}: the run is already finished ({} steps done of the {total} its limits allow: {limits}); to train it further, resume with a higher --epochs or --max-steps",
                     r.dir.display(),
                     state.step
+                )));
+            }
+            // a damaged state file must not reach the data loader as an index past the data
+            let windows = train.data.len();
+            if !(state.order.is_empty() || state.order.covers(windows))
+                || state.batch_in_epoch > train.num_batches()
+            {
+                return Err(TrainError(format!(
+                    "{}: the saved position in the epoch does not fit the data's {windows} training windows; the checkpoint's {} is damaged",
+                    r.dir.display(),
+                    checkpoint::STATE_FILE
                 )));
             }
             if opts.data_files.is_some() {
@@ -842,6 +861,12 @@ pub fn train_loop(
     let last_save_time = std::cell::Cell::new(Instant::now());
     let checkpoint_now =
         |state: &mut TrainerState, opt: &AdamW| -> Result<(usize, PathBuf), TrainError> {
+            // a step can leave the weights NaN or infinite with a finite loss (a huge learning
+            // rate): such a checkpoint could neither be resumed nor sampled, and it would
+            // replace the last good one
+            if !all_finite(&params) {
+                return Err(non_finite("weights", state.step, &opts.out_dir));
+            }
             state.rng = ctx.rng().state();
             state.adam_t = opt.t;
             state.elapsed_secs = base_elapsed + started.elapsed().as_secs_f64();
@@ -1043,6 +1068,15 @@ fn training_memory(
 /// capped by `max_steps`.
 pub fn planned_steps(s: &TrainSettings, batches_per_epoch: usize) -> usize {
     (s.epochs * batches_per_epoch).min(s.max_steps.unwrap_or(usize::MAX))
+}
+
+/// Whether every value of every parameter is finite (one parallel pass over the weights).
+fn all_finite(params: &[Tensor]) -> bool {
+    params.iter().all(|p| {
+        p.values()
+            .par_chunks(1 << 15)
+            .all(|xs| xs.iter().all(|x| x.is_finite()))
+    })
 }
 
 fn non_finite(what: &str, step: usize, out: &Path) -> TrainError {

@@ -14,7 +14,7 @@ use crate::cli::read_text_file;
 use crate::commands::classify::eval_classifier;
 use crate::data::{DataLoader, EpochOrder, TokenWindows};
 use crate::error::TrainError;
-use crate::lora::load_with_adapters;
+use crate::lora::load_with_adapters_fitting;
 use crate::token_data::{is_token_data, open_token_data};
 
 #[derive(Args, Debug)]
@@ -55,7 +55,13 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
         return Err(TrainError("--batch-size must be at least 1".into()));
     }
     let ctx = Context::for_loading();
-    let (model, tok) = load_with_adapters(&a.checkpoint, &ctx)?;
+    // forward passes of `batch_size` windows, no KV cache
+    let (model, tok) = load_with_adapters_fitting(
+        &a.checkpoint,
+        &ctx,
+        |cfg| model::memory::MemoryEstimate::evaluation(cfg, a.batch_size),
+        "use a lower --batch-size, free some memory, or use a smaller model",
+    )?;
     model.eval();
     let t = model.cfg.context_length;
     let windows = if is_token_data(std::slice::from_ref(&a.data))? {

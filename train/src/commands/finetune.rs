@@ -144,6 +144,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     };
     let trainable = Trainable::parse(&a.trainable)?;
     let lora = a.lora.config()?;
+    crate::lora::refuse_as_base(&a.checkpoint)?;
     let settings = settings(a, lora.as_ref())?;
     let columns = Columns {
         text: a.text_column.clone(),
@@ -221,6 +222,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     let what_trains = match &lora {
         // appendix E: the head is created first, then everything is frozen and adapted
         Some(cfg) => {
+            crate::lora::check_adapters(&mut classifier, cfg)?;
             add_lora(&mut classifier, cfg, &ctx);
             format!(
                 "LoRA rank {}, alpha {}, scaling {}",
@@ -247,7 +249,11 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         n_trainable as u64,
         labels.len(),
     );
-    check_fits(&need, "this fine-tuning run")?;
+    check_fits(
+        &need,
+        "this fine-tuning run",
+        "use a smaller model, --batch-size or --max-length",
+    )?;
     let info = ClassifierInfo {
         labels: labels.clone(),
         pool: pool.name().to_string(),

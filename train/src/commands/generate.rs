@@ -64,6 +64,26 @@ impl SamplingArgs {
     pub fn sampling(&self) -> Result<Sampling, TrainError> {
         sampling_from_flags(self.temperature, self.top_k, self.top_p)
     }
+
+    /// `--top-k` or `--top-p` beside greedy decoding (`--temperature 0`, the default), which
+    /// they could not change: flags that contradict each other, a usage error (exit 2).
+    pub fn contradiction(&self) -> Option<String> {
+        greedy_contradiction(self.temperature, self.top_k, self.top_p)
+    }
+}
+
+fn greedy_contradiction(
+    temperature: f32,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+) -> Option<String> {
+    let flag = [("--top-k", top_k.is_some()), ("--top-p", top_p.is_some())]
+        .into_iter()
+        .find(|&(_, given)| given && temperature == 0.0)?
+        .0;
+    Some(format!(
+        "{flag} has no effect with --temperature 0 (greedy decoding always takes the most likely token); give a temperature above 0 to sample"
+    ))
 }
 
 /// The sampling rule the flags ask for: greedy at temperature 0 (where `--top-k`/`--top-p`
@@ -73,14 +93,8 @@ pub fn sampling_from_flags(
     top_k: Option<usize>,
     top_p: Option<f32>,
 ) -> Result<Sampling, TrainError> {
-    if temperature == 0.0 {
-        for (flag, given) in [("--top-k", top_k.is_some()), ("--top-p", top_p.is_some())] {
-            if given {
-                return Err(TrainError(format!(
-                    "{flag} has no effect with --temperature 0 (greedy decoding always takes the most likely token); give a temperature above 0 to sample"
-                )));
-            }
-        }
+    if let Some(e) = greedy_contradiction(temperature, top_k, top_p) {
+        return Err(TrainError(e));
     }
     let sampling = Sampling {
         temperature,

@@ -119,6 +119,13 @@ pub fn inspect_command(cmd: &InspectCommand) -> Result<i32, TrainError> {
                 return Err(TrainError("--top-k must be at least 1".into()));
             }
             let p = prepare(&a.input)?;
+            let vocab = p.model.cfg.vocab_size;
+            if a.top_k > vocab {
+                return Err(TrainError(format!(
+                    "--top-k {} is more than the model's {vocab} tokens; give at most {vocab}",
+                    a.top_k
+                )));
+            }
             let section = logit_lens_section(&p.model, &p.tok, &p.ids, &p.about, a.top_k);
             finish(&p, "logit-lens", section)
         }

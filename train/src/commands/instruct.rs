@@ -109,6 +109,7 @@ pub struct InstructTrainArgs {
 /// Runs `finetune instruct`; returns the exit status (0, or 130 when interrupted).
 pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
     let lora = a.lora.config()?;
+    crate::lora::refuse_as_base(&a.checkpoint)?;
     let schedule = super::FineTuneSchedule {
         lr: a.lr,
         weight_decay: a.weight_decay,
@@ -152,6 +153,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
     }
     // the book's exercise 7.4: freeze the model and train adapters on every linear layer
     if let Some(cfg) = &lora {
+        crate::lora::check_adapters(&mut gpt, cfg)?;
         add_lora(&mut gpt, cfg, &ctx);
     }
     let pad = tok.end_of_text().ok_or_else(|| {
@@ -189,7 +191,11 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         n_trainable as u64,
         gpt.cfg.vocab_size,
     );
-    check_fits(&need, "this fine-tuning run")?;
+    check_fits(
+        &need,
+        "this fine-tuning run",
+        "use a smaller model, --batch-size or --max-length",
+    )?;
     let out = Arc::new(match &a.out {
         Some(dir) => OutDir::at(dir, a.force)?,
         None => OutDir::new_numbered(Path::new(RUNS_ROOT))?,

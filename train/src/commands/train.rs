@@ -52,7 +52,8 @@ pub struct TrainArgs {
     pub force: bool,
     /// Continue the run in DIR, writing into DIR only [default: start a new run]. The run keeps
     /// its settings and finds its data files again by itself; only --epochs and --max-steps (to
-    /// extend a finished run) and --data (when the files moved) may be given.
+    /// extend a finished run), --grad-accum and --data (when the files moved) may be given. DIR
+    /// is the run's directory, or its latest checkpoint.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// Tokens per training window, which is also the model's longest context, in tokens.

@@ -115,6 +115,14 @@ fn bad_training_inputs_give_one_clear_line_and_write_nothing() {
             "short.txt: the training part",
         ),
         (vec!["--data".into(), p(&binary)], "not valid UTF-8"),
+        (
+            vec!["--data".into(), p(&short), p(&short)],
+            "given twice in --data",
+        ),
+        (
+            vec!["--save-minutes".into(), "NaN".into()],
+            "--save-minutes",
+        ),
         (vec!["--preset".into(), "gpt5".into()], "unknown preset"),
         (
             vec!["--tokenizer".into(), "wordpiece".into()],

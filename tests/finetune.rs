@@ -449,6 +449,9 @@ fn bad_classification_data_gives_one_line_naming_the_file_and_row() {
     for (flag, value, needle) in [
         ("--pool", "max", "unknown pooling"),
         ("--trainable", "some", "unknown --trainable"),
+        // values the model or the file cannot take
+        ("--trainable", "last:99", "the model has"),
+        ("--text-column", "Label", "both name \"Label\""),
     ] {
         let r = bin()
             .current_dir(&dir)

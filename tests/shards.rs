@@ -243,6 +243,18 @@ fn train_and_eval_read_own_llmc_and_nanogpt_token_files() {
     ]);
     assert_ok(&e);
     assert!(String::from_utf8_lossy(&e.stdout).contains("(2 windows of 32 tokens)"));
+    // fewer tokens than one window cannot be measured as asked
+    let e = run_bin(&[
+        "eval",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        "--data",
+        own.to_str().unwrap(),
+        "--max-tokens",
+        "10",
+    ]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("less than one window"));
     // resuming needs no --data: the directory is recorded
     let r = bin()
         .args([

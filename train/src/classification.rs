@@ -89,7 +89,20 @@ pub fn read_examples(path: &Path, columns: &Columns) -> Result<Vec<Example>, Tra
         TrainError(format!("{}{line}: {}", path.display(), csv_reason(&e)))
     };
     let header = reader.headers().map_err(at)?.clone();
+    if columns.text.trim() == columns.label.trim() {
+        return Err(TrainError(format!(
+            "--text-column and --label-column both name {:?}; the texts and their labels must be two columns",
+            columns.text
+        )));
+    }
     let find = |name: &str, flag: &str| {
+        let mut matching = header.iter().enumerate().filter(|(_, h)| h.trim() == name);
+        if let (Some(_), Some(_)) = (matching.next(), matching.next()) {
+            return Err(TrainError(format!(
+                "{}: the header has two columns named {name:?}; rename one",
+                path.display()
+            )));
+        }
         header.iter().position(|h| h.trim() == name).ok_or_else(|| {
             TrainError(format!(
                 "{}: no column {name:?} (the header has {}); choose the column with {flag}",

@@ -82,7 +82,12 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
     .map_err(|e| TrainError(format!("{}: {e}", a.data.display())))?;
     let n_windows = match a.max_tokens {
         Some(0) => return Err(TrainError("--max-tokens must be at least 1".into())),
-        Some(m) => windows.len().min((m / t as u64).max(1) as usize),
+        Some(m) if m < t as u64 => {
+            return Err(TrainError(format!(
+                "--max-tokens {m} is less than one window of the model's context ({t} tokens)"
+            )))
+        }
+        Some(m) => windows.len().min((m / t as u64) as usize),
         None => windows.len(),
     };
     let loader = DataLoader::new(windows, a.batch_size, false, false);

@@ -164,6 +164,14 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     };
     let (mut gpt, tok) = checkpoint::load_for_inference(&a.checkpoint, &ctx)?;
     gpt.set_dropout(a.dropout);
+    if let Trainable::LastBlocks(k) = trainable {
+        let blocks = gpt.cfg.n_layers;
+        if k > blocks {
+            return Err(TrainError(format!(
+                "--trainable last:{k}: the model has {blocks} transformer blocks; give at most last:{blocks}, or all"
+            )));
+        }
+    }
     let pad_id = tok.end_of_text().unwrap_or(0);
     let context = gpt.cfg.context_length;
     if a.max_length == Some(0) {

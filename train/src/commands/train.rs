@@ -86,8 +86,9 @@ pub struct TrainArgs {
     /// Training windows per optimizer step.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
-    /// Tokens between the starts of consecutive training windows (the context length: no
-    /// overlap); capped at --context-length unless given.
+    /// Tokens between the starts of consecutive training windows: the context length means no
+    /// overlap, less means overlapping windows [default: the preset's (quickstart 32, book-ch5
+    /// and the model shapes their context length), at most --context-length].
     #[arg(long, value_name = "TOKENS")]
     pub stride: Option<usize>,
     /// Passes over the training windows.
@@ -324,6 +325,20 @@ fn read_training_text(files: &[PathBuf]) -> Result<String, TrainError> {
     if files.is_empty() {
         return Ok(crate::corpus::DEFAULT_CORPUS.to_string());
     }
+    // a file given twice would be read twice: its text in both the training and the
+    // validation part
+    for (i, p) in files.iter().enumerate() {
+        let same = |q: &PathBuf| match (p.canonicalize(), q.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => p == q,
+        };
+        if files[..i].iter().any(same) {
+            return Err(TrainError(format!(
+                "{}: given twice in --data",
+                p.display()
+            )));
+        }
+    }
     let mut parts = Vec::with_capacity(files.len());
     for p in files {
         let text = read_text_file(p)?;
@@ -405,6 +420,12 @@ fn describe_world(coll: &dyn Collective) -> String {
 }
 
 fn train_in(a: &TrainArgs, coll: Arc<dyn Collective>) -> Result<i32, TrainError> {
+    if !(a.save_minutes.is_finite() && a.save_minutes >= 0.0) {
+        return Err(TrainError(format!(
+            "--save-minutes must be 0 or a positive number of minutes, got {}",
+            a.save_minutes
+        )));
+    }
     // with several processes, rank 0 alone prints and writes the run directory
     let root = coll.rank() == 0;
     let world_line = (coll.size() > 1).then(|| describe_world(coll.as_ref()));

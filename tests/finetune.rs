@@ -318,6 +318,14 @@ fn a_pretrained_gpt_learns_to_tell_the_verdict_from_the_stories() {
             .unwrap(),
         "not a LoRA checkpoint",
     );
+    // `train --resume` continues pretraining runs only
+    one_line_error(
+        &bin()
+            .args(["train", "--resume", r, "--max-steps", "99"])
+            .output()
+            .unwrap(),
+        "is a `finetune classify` run",
+    );
     // fine-tuning starts from a model's own weights: a LoRA checkpoint must be merged first
     one_line_error(
         &bin()

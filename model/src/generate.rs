@@ -40,7 +40,7 @@ impl Sampling {
     pub fn validate(&self) -> Result<(), String> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(format!(
-                "temperature must be 0 or positive, got {}",
+                "temperature must be 0 or a positive finite number, got {}",
                 self.temperature
             ));
         }

@@ -200,7 +200,10 @@ fn config_from_json(v: &Value) -> Result<GptConfig, String> {
         x.as_u64()
             .filter(|&n| n > 0 && n <= 1 << 31)
             .map(|n| n as usize)
-            .ok_or(format!("field {key:?} must be a positive integer, got {x}"))
+            .ok_or(format!(
+                "field {key:?} must be an integer from 1 to {}, got {x}",
+                1u64 << 31
+            ))
     };
     let eps = v
         .get("layer_norm_epsilon")

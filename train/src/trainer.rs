@@ -977,11 +977,14 @@ pub fn train_loop(
             }
             if stop {
                 interrupted = true;
-                rep.line(&format!(
-                    "stopped at step {}; resume with --resume {}",
-                    state.step,
-                    opts.out_dir.display()
-                ));
+                // `train --resume` continues pretraining runs; fine-tuning runs keep their
+                // checkpoint as it stands
+                let next = if s.preset.starts_with("finetune-") {
+                    format!("its checkpoint is in {}", opts.out_dir.display())
+                } else {
+                    format!("resume with --resume {}", opts.out_dir.display())
+                };
+                rep.line(&format!("stopped at step {}; {next}", state.step));
                 break 'outer;
             }
         }

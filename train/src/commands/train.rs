@@ -437,6 +437,12 @@ fn train_in(a: &TrainArgs, coll: Arc<dyn Collective>) -> Result<i32, TrainError>
             check_resume_flags(a)?;
             let out = OutDir::for_resume(dir)?;
             let state = checkpoint::read_state(&checkpoint::resolve(dir)?)?;
+            if let Some(command) = state.settings.preset.strip_prefix("finetune-") {
+                return Err(TrainError(format!(
+                    "{}: is a `finetune {command}` run, which `train --resume` cannot continue; fine-tune again from its base model, or from this run's checkpoint as a new base",
+                    dir.display()
+                )));
+            }
             let files = if !a.data.is_empty() {
                 a.data.clone()
             } else {

@@ -415,6 +415,26 @@ fn out_directory_rules_and_force() {
         std::fs::read_to_string(other.join("notes.md")).unwrap(),
         "mine"
     );
+    // shards written into the text's own directory: a second run takes the texts again, not
+    // the first run's learned tokenizer files (merges.txt is a .txt file)
+    let inside = dir.join("inside");
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::write(inside.join("a.txt"), odd_text(20, 4)).unwrap();
+    for tokenizer in ["bpe:300", "bpe:280"] {
+        let r = run(&[
+            "tokenize",
+            "--data",
+            s(&inside),
+            "--out",
+            s(&inside),
+            "--force",
+            "--tokenizer",
+            tokenizer,
+        ]);
+        assert_ok(&r);
+        let said = String::from_utf8_lossy(&r.stdout);
+        assert!(said.contains("tokenized 1 file,"), "{said}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -452,6 +472,17 @@ fn verify_names_a_damaged_shard() {
     std::fs::remove_file(out.join("shard_train_000099.bin")).unwrap();
     assert_ok(&run(&["tokenize", "--verify", s(&out)]));
     assert_one_line_error(&run(&["tokenize", "--verify", s(&dir)]), "manifest.json");
+    // a manifest naming a learned tokenizer whose files are not there: not GPT-2's table in
+    // its place
+    let manifest = out.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let edited = text.replace("\"gpt2\"", "\"bpe:300\"");
+    assert_ne!(edited, text);
+    std::fs::write(&manifest, edited).unwrap();
+    assert_one_line_error(
+        &run(&["tokenize", "--verify", s(&out)]),
+        "does not hold its files",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

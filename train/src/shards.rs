@@ -46,6 +46,26 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// Where a token directory keeps the files of a learned tokenizer.
 pub const TOKENIZER_DIR: &str = "tokenizer";
 
+/// The learned tokenizer a token directory's manifest names (`bpe:N`), from its
+/// [`TOKENIZER_DIR`], which must hold the tokenizer's files: without them the reader of
+/// checkpoints would fall back to GPT-2's table, another vocabulary under the same name.
+pub fn learned_tokenizer(
+    dir: &Path,
+    name: &str,
+) -> Result<crate::tokenizer::Tokenizer, TrainError> {
+    use crate::tokenizer::files::{MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE};
+    let tdir = dir.join(TOKENIZER_DIR);
+    let has = |f: &str| tdir.join(f).is_file();
+    if !(has(TOKENIZER_FILE) || (has(VOCAB_FILE) && has(MERGES_FILE))) {
+        return Err(TrainError(format!(
+            "{}: names the tokenizer {name:?}, but {} does not hold its files ({TOKENIZER_FILE}, or {VOCAB_FILE} and {MERGES_FILE})",
+            dir.join(MANIFEST_FILE).display(),
+            tdir.display()
+        )));
+    }
+    Ok(crate::tokenizer::Tokenizer::load(&tdir)?)
+}
+
 /// How wide one stored token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

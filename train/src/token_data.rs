@@ -262,7 +262,7 @@ fn open_manifest(dir: &Path) -> Result<Found, TrainError> {
         "bytes" => (Tokenizer::bytes(), TokenizerSpec::Bytes, "bytes".into()),
         other => {
             let tdir = dir.join(TOKENIZER_DIR);
-            let tok = Tokenizer::load(&tdir)?;
+            let tok = crate::shards::learned_tokenizer(dir, other)?;
             let n = tok.vocab_size();
             (
                 tok,

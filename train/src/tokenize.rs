@@ -204,7 +204,10 @@ fn walk(
         }
         let kind = entry.file_type().map_err(|e| io_error(&path, e))?;
         if kind.is_dir() {
-            if exclude.is_some_and(|x| path.canonicalize().is_ok_and(|p| p == x)) {
+            let is_out = |d: &Path| exclude.is_some_and(|x| d.canonicalize().is_ok_and(|p| p == x));
+            // the output directory, and its own tokenizer files when it is the one walked
+            // (an --out inside --data: its vocabulary and merges are no training text)
+            if is_out(&path) || (entry.file_name() == crate::shards::TOKENIZER_DIR && is_out(dir)) {
                 continue;
             }
             walk(&path, exclude, found)?;

@@ -427,7 +427,7 @@ fn verify_command(dir: &Path) -> Result<i32, TrainError> {
     let vocab = match m.tokenizer.as_str() {
         "gpt2" => Tokenizer::gpt2()?.vocab_size(),
         "bytes" => Tokenizer::bytes().vocab_size(),
-        _ => Tokenizer::load(&dir.join(TOKENIZER_DIR))?.vocab_size(),
+        other => crate::shards::learned_tokenizer(dir, other)?.vocab_size(),
     };
     if vocab != m.vocab_size {
         return Err(TrainError(format!(

@@ -367,6 +367,7 @@ fn runs_get_their_own_directories_and_never_overwrite_each_other() {
     for args in [
         &["--force"][..],
         &["--out", "x", "--resume", "runs/run-0002"],
+        &["--force", "--resume", "runs/run-0002"],
         &["--constant-lr", "--min-lr", "1e-5"],
     ] {
         let r = train_in(&dir, args);

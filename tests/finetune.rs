@@ -459,6 +459,7 @@ fn bad_classification_data_gives_one_line_naming_the_file_and_row() {
         ("--trainable", "some", "unknown --trainable"),
         // values the model or the file cannot take
         ("--trainable", "last:99", "the model has"),
+        ("--max-length", "100000", "longer than the model's context"),
         ("--text-column", "Label", "both name \"Label\""),
     ] {
         let r = bin()

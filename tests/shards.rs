@@ -305,6 +305,18 @@ fn train_and_eval_read_own_llmc_and_nanogpt_token_files() {
         nano.to_str().unwrap(),
     ]);
     assert_ok(&e);
+    // ... and on one file of either split, named alone
+    for file in ["train.bin", "val.bin"] {
+        let e = run_bin(&[
+            "eval",
+            "--checkpoint",
+            out.join("llmc").to_str().unwrap(),
+            "--data",
+            nano.join(file).to_str().unwrap(),
+        ]);
+        assert_ok(&e);
+        assert!(String::from_utf8_lossy(&e.stdout).starts_with("loss "));
+    }
 }
 
 #[test]

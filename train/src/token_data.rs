@@ -100,8 +100,28 @@ struct Found {
     checksums: Vec<String>,
 }
 
-/// Opens the token data that `--data` names. Errors name the file at fault.
+/// Opens the token data that `--data` names for training: shards to train on and validation
+/// shards. Errors name the file at fault.
 pub fn open_token_data(paths: &[PathBuf]) -> Result<TokenData, TrainError> {
+    let data = open_token_shards(paths)?;
+    if data.train_tokens() == 0 {
+        return Err(TrainError(format!(
+            "{}: no training tokens (the training shards are empty or missing)",
+            data.description
+        )));
+    }
+    if data.val.is_empty() {
+        return Err(TrainError(format!(
+            "{}: no validation shard (*_val_*.bin or val.bin): training reports the validation loss; tokenize with --val-fraction above 0 and more than one document (several files, or --documents blank-lines)",
+            data.description
+        )));
+    }
+    Ok(data)
+}
+
+/// The shards `--data` names, split into training and validation ones, either possibly
+/// empty (`eval` measures on whichever it is given).
+pub fn open_token_shards(paths: &[PathBuf]) -> Result<TokenData, TrainError> {
     let mut all: Vec<(PathBuf, Found)> = Vec::new();
     for p in paths {
         let found = if p.is_dir() {
@@ -161,18 +181,6 @@ pub fn open_token_data(paths: &[PathBuf]) -> Result<TokenData, TrainError> {
         fingerprint: fp.hex(),
         headerless,
     };
-    if data.train_tokens() == 0 {
-        return Err(TrainError(format!(
-            "{}: no training tokens (the training shards are empty or missing)",
-            data.description
-        )));
-    }
-    if data.val.is_empty() {
-        return Err(TrainError(format!(
-            "{}: no validation shard (*_val_*.bin or val.bin): training reports the validation loss; tokenize with --val-fraction above 0 and more than one document (several files, or --documents blank-lines)",
-            data.description
-        )));
-    }
     Ok(data)
 }
 

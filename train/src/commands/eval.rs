@@ -15,7 +15,7 @@ use crate::commands::classify::eval_classifier;
 use crate::data::{DataLoader, EpochOrder, TokenWindows};
 use crate::error::TrainError;
 use crate::lora::load_with_adapters_fitting;
-use crate::token_data::{is_token_data, open_token_data};
+use crate::token_data::{is_token_data, open_token_shards};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -25,8 +25,8 @@ pub struct EvalArgs {
     pub checkpoint: PathBuf,
     /// What to measure the loss on, cut into non-overlapping windows of the model's context
     /// length (a short tail is dropped): a UTF-8 text file, or token shards (a directory
-    /// written by scratchgpt tokenize, llm.c's or nanoGPT's; their validation files); for a
-    /// classifier, a labelled CSV/TSV file.
+    /// written by scratchgpt tokenize, llm.c's or nanoGPT's: its validation shards; or one
+    /// shard file, of either split); for a classifier, a labelled CSV/TSV file.
     #[arg(long, value_name = "FILE|DIR")]
     pub data: PathBuf,
     /// Measure on at most this many tokens (the first windows in file order) [default: all].
@@ -65,7 +65,7 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
     model.eval();
     let t = model.cfg.context_length;
     let windows = if is_token_data(std::slice::from_ref(&a.data))? {
-        let data = open_token_data(std::slice::from_ref(&a.data))?;
+        let data = open_token_shards(std::slice::from_ref(&a.data))?;
         if data.tokenizer.vocab_size() != tok.vocab_size() {
             return Err(TrainError(format!(
                 "{}: the shards hold ids of a {}-token vocabulary ({}), but the model's tokenizer has {}",
@@ -75,7 +75,18 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
                 tok.vocab_size()
             )));
         }
-        TokenWindows::from_shards(data.val.clone(), t, t, tok.vocab_size())
+        // a directory's validation shards, or the one shard file named, whichever split
+        let shards = if !data.val.is_empty() {
+            data.val.clone()
+        } else if a.data.is_file() {
+            data.train.clone()
+        } else {
+            return Err(TrainError(format!(
+                "{}: holds no validation shard; name a shard file to measure on it",
+                a.data.display()
+            )));
+        };
+        TokenWindows::from_shards(shards, t, t, tok.vocab_size())
     } else {
         TokenWindows::new(tok.encode(&read_text_file(&a.data)?), t, t)
     }

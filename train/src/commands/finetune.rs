@@ -177,6 +177,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
     if a.max_length == Some(0) {
         return Err(TrainError("--max-length must be at least 1".into()));
     }
+    super::check_max_length(a.max_length, context)?;
     let quiet = a.quiet;
     let warn_truncated = |n: usize, file: &Path, len: usize| {
         if n > 0 && !quiet {

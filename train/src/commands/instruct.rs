@@ -163,6 +163,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         ))
     })?;
     let context = gpt.cfg.context_length;
+    super::check_max_length(a.max_length, context)?;
     let max_length = a.max_length.unwrap_or(1024).min(context);
     let encode_all =
         |set: &[InstructionEntry]| set.iter().map(|e| encode(&tok, e)).collect::<Vec<_>>();

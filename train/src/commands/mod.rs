@@ -67,6 +67,17 @@ pub struct FineTuneSchedule {
 /// The shared loop's settings for a fine-tuning run (`preset` names it in checkpoints): the
 /// book's schedule of chapters 6 and 7 — a constant learning rate, no warm-up, no clipping —
 /// with the flags given, checked.
+/// A `--max-length` the model can take: at most its context (the default is capped to it, a
+/// length given is not cut silently).
+pub fn check_max_length(max_length: Option<usize>, context: usize) -> Result<(), TrainError> {
+    match max_length {
+        Some(m) if m > context => Err(TrainError(format!(
+            "--max-length {m} is longer than the model's context of {context} tokens; give at most {context}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub fn fine_tuning_settings(
     preset: &str,
     f: &FineTuneSchedule,

@@ -48,7 +48,7 @@ pub struct TrainArgs {
     /// With --out: replace the run in that directory (its files are deleted only once the new
     /// run's first checkpoint is written, and restored if the new run fails before), or write
     /// into a directory that holds other files.
-    #[arg(long, requires = "out")]
+    #[arg(long, requires = "out", conflicts_with = "resume")]
     pub force: bool,
     /// Continue the run in DIR, writing into DIR only [default: start a new run]. The run keeps
     /// its settings and finds its data files again by itself; only --epochs and --max-steps (to

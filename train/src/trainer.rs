@@ -324,9 +324,20 @@ pub fn sample_text(
     on_one_line(&tok.decode(&out).unwrap_or_default())
 }
 
-/// Text on one console line: newlines shown as `↵`.
+/// Text on one console line: newlines shown as `↵`, and the other control characters a
+/// young model emits (NUL, escape, DEL, …), which a terminal would act on, as their Unicode
+/// pictures (`␀`, `␛`, `␡`; C1 controls as `�`). Tabs stay.
 pub fn on_one_line(text: &str) -> String {
-    text.replace('\n', "↵")
+    text.chars()
+        .map(|c| match c {
+            '\n' => '↵',
+            '\t' => '\t',
+            '\x7f' => '␡',
+            c if (c as u32) < 0x20 => char::from_u32(0x2400 + c as u32).unwrap_or('�'),
+            '\u{80}'..='\u{9f}' => '�',
+            c => c,
+        })
+        .collect()
 }
 
 fn write_metrics(out: &Path, history: &[MetricRecord], title: &str) -> Result<(), TrainError> {
@@ -1095,6 +1106,14 @@ fn non_finite(what: &str, step: usize, out: &Path) -> TrainError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_show_control_characters_as_pictures_on_one_line() {
+        assert_eq!(
+            on_one_line("a\nb\tc\0d\x1b[2Je\x7f\u{9b}é"),
+            "a↵b\tc␀d␛[2Je␡�é"
+        );
+    }
 
     #[test]
     fn clip_scale_brings_the_norm_to_the_limit() {

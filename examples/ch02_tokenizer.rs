@@ -1,7 +1,10 @@
-//! Book chapter 2: from text to token ids, and the sliding window that makes training pairs.
+//! Book chapter 2: from text to token ids, the sliding window that makes training pairs, and
+//! the token and position embeddings the model starts from.
 //!
 //! `cargo run --release --example ch02_tokenizer`
 
+use model::embedding::Embedding;
+use model::Context;
 use train::data::TokenWindows;
 use train::Tokenizer;
 
@@ -18,9 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 2.6 Data sampling with a sliding window
-    let path = std::path::Path::new("../shared/data/the-verdict.txt");
-    let raw =
-        std::fs::read_to_string(path).unwrap_or_else(|_| train::corpus::DEFAULT_CORPUS.to_string());
+    let raw = train::corpus::the_verdict_or_notice();
     let enc = tok.encode(&raw);
     println!("2.6  {} tokens in the text", enc.len());
     let sample = &enc[50..];
@@ -39,6 +40,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "     first window: inputs {x:?}, targets {y:?} ({} windows of 4 with stride 4)",
         windows.len()
+    );
+
+    // 2.7 Token embeddings: a lookup table of N(0, 1) rows, drawn as torch.manual_seed(123)
+    // then nn.Embedding(6, 3) draws them
+    let ctx = Context::book_compat(123);
+    let table = Embedding::new(6, 3, &ctx);
+    println!("2.7  embedding weights (6 ids × 3):");
+    for row in table.weight.to_vec().chunks(3) {
+        println!("     {row:>8.4?}");
+    }
+    println!("     id 3 -> {:.4?}", table.forward(&[3], &[1]).to_vec());
+    // 2.8 Positions: a second table indexed by 0..T, added to the tokens' rows
+    let (vocab, dim, t) = (50257, 256, 4);
+    let tokens = Embedding::new(vocab, dim, &ctx);
+    let positions = Embedding::new(t, dim, &ctx);
+    let ids: Vec<usize> = windows
+        .window(0)?
+        .0
+        .iter()
+        .copied()
+        .cycle()
+        .take(8 * t)
+        .collect();
+    let token_emb = tokens.forward(&ids, &[8, t]);
+    let pos_emb = positions.forward(&(0..t).collect::<Vec<_>>(), &[t]);
+    let input_emb = &token_emb + &pos_emb;
+    println!(
+        "2.8  token embeddings {:?} + position embeddings {:?} = input embeddings {:?}",
+        token_emb.shape(),
+        pos_emb.shape(),
+        input_emb.shape()
     );
     Ok(())
 }

@@ -13,9 +13,20 @@ use train::trainer::{evaluate, make_loaders};
 use train::TrainSettings;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 5.1 losses of the untrained model on the-verdict.txt (or the built-in corpus)
-    let text = std::fs::read_to_string("../shared/data/the-verdict.txt")
-        .unwrap_or_else(|_| train::corpus::DEFAULT_CORPUS.to_string());
+    // 5.1 losses of the untrained model on the-verdict.txt (or the built-in corpus, with a
+    // notice; with --book-compat the book's story is required)
+    let book = std::env::args().any(|a| a == "--book-compat");
+    let text = match (train::corpus::the_verdict(), book) {
+        (Some(text), _) => text,
+        (None, true) => {
+            return Err(format!(
+                "--book-compat reproduces the book's numbers on its story, and {} is missing",
+                train::corpus::THE_VERDICT_PATH
+            )
+            .into())
+        }
+        (None, false) => train::corpus::the_verdict_or_notice(),
+    };
     let settings = TrainSettings::preset("book-ch5")?;
     let tok = train::Tokenizer::gpt2()?;
     let (train_loader, val_loader) = make_loaders(&text, "the-verdict.txt", &settings, &tok)?;
@@ -24,7 +35,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         text.chars().count(),
         tok.encode(&text).len()
     );
-    let book = std::env::args().any(|a| a == "--book-compat");
     let ctx = if book {
         Context::book_compat(123)
     } else {

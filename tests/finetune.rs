@@ -318,6 +318,14 @@ fn a_pretrained_gpt_learns_to_tell_the_verdict_from_the_stories() {
             .unwrap(),
         "not a LoRA checkpoint",
     );
+    // a classifier is no language model: generate refuses it
+    one_line_error(
+        &bin()
+            .args(["generate", "--checkpoint", r, "--prompt", "Mrs. Gisburn"])
+            .output()
+            .unwrap(),
+        "is a classifier",
+    );
     // `train --resume` continues pretraining runs only
     one_line_error(
         &bin()

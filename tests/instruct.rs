@@ -271,5 +271,25 @@ fn bad_instruction_data_gives_one_line_naming_the_entry() {
         one_line_error(&r, needle);
         assert!(!dir.join("run").exists(), "{name} left a run behind");
     }
+    // with --mask-prompt, prompts that fill the model's 32-token context leave nothing to learn
+    let entries: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"instruction": "Say the number {i}.", "output": "{i}"}}"#))
+        .collect();
+    std::fs::write(dir.join("ok.json"), format!("[{}]", entries.join(","))).unwrap();
+    let r = bin()
+        .current_dir(&dir)
+        .args(["finetune", "instruct", "--checkpoint", "base", "--data"])
+        .args([
+            "ok.json",
+            "--out",
+            "run",
+            "--batch-size",
+            "2",
+            "--mask-prompt",
+        ])
+        .output()
+        .unwrap();
+    one_line_error(&r, "no training entry keeps a response token");
+    assert!(!dir.join("run").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -54,6 +54,26 @@ mod tests {
     use tensor::testing::gradcheck;
     use tensor::Rng;
 
+    /// Section 2.7: `torch.manual_seed(123)`, then `nn.Embedding(6, 3)`: the book's printed
+    /// weights (4 decimals), and the row of id 3.
+    #[test]
+    fn book_embedding_weights_match_the_book() {
+        let emb = Embedding::new(6, 3, &Context::book_compat(123));
+        #[rustfmt::skip]
+        let book = [
+            0.3374, -0.1778, -0.1690,
+            0.9178, 1.5810, 1.3010,
+            1.2753, -0.2010, -0.1606,
+            -0.4015, 0.9666, -1.1481,
+            -1.1589, 0.3255, -0.6315,
+            -2.8400, -0.7849, -1.4096,
+        ];
+        for (got, want) in emb.weight.to_vec().iter().zip(book) {
+            assert!((got - want).abs() < 5e-5, "{got} vs the book's {want}");
+        }
+        assert_eq!(emb.forward(&[3], &[1]).to_vec(), emb.weight.to_vec()[9..12]);
+    }
+
     #[test]
     fn lookup_equals_one_hot_times_matrix() {
         let ctx = Context::new(0);

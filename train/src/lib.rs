@@ -54,3 +54,9 @@ pub use error::TrainError;
 pub use model;
 pub use settings::{TokenizerSpec, TrainSettings};
 pub use tokenizer::{Tokenizer, TokenizerError};
+
+/// `1 window`, `2 windows`: a count and its noun (`one` or `many`), plural unless the count
+/// is one.
+pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

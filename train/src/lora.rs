@@ -165,6 +165,16 @@ pub fn load_with_adapters_fitting(
     need: impl Fn(&model::GptConfig) -> model::memory::MemoryEstimate,
     remedy: &str,
 ) -> Result<(model::GptModel, crate::tokenizer::Tokenizer), TrainError> {
+    // a classifier's GPT keeps the language-model head it was given, untrained with the
+    // blocks it fine-tuned: its next-token predictions mean nothing
+    if let Ok(dir) = crate::checkpoint::resolve(path) {
+        if crate::classification::is_classifier(&dir) {
+            return Err(TrainError(format!(
+                "{}: is a classifier (made by `finetune classify`), not a language model; use `scratchgpt classify` or `scratchgpt eval` with it",
+                path.display()
+            )));
+        }
+    }
     let (mut gpt, tok) = crate::checkpoint::load_fitting(path, ctx, need, remedy)?;
     if let Ok(dir) = crate::checkpoint::resolve(path) {
         load_adapters(&dir, &mut gpt, ctx)?;

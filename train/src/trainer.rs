@@ -601,12 +601,16 @@ pub fn run<'a>(
             println!("memory: {need} at batch {}", s.batch_size);
         }
         println!(
-            "data: {} training windows ({} batches of {}), {} validation windows; {} steps planned",
-            task.train.data.len(),
-            task.train.num_batches(),
+            "data: {} ({} of {}), {}; {} planned",
+            crate::counted(task.train.data.len(), "training window", "training windows"),
+            crate::counted(task.train.num_batches(), "batch", "batches"),
             s.batch_size,
-            task.val.data.len(),
-            planned_steps(s, task.train.num_batches())
+            crate::counted(
+                task.val.data.len(),
+                "validation window",
+                "validation windows"
+            ),
+            crate::counted(planned_steps(s, task.train.num_batches()), "step", "steps")
         );
     }
     let title = format!(

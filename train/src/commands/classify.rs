@@ -12,22 +12,18 @@ use crate::classification::{
 use crate::error::{io_error, TrainError};
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(false)))]
 pub struct ClassifyArgs {
     /// A classifier's run or checkpoint directory (made with `scratchgpt finetune classify`).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// The text to classify; prints its label and the label's probability [default: none; give
     /// --text or --file].
-    #[arg(
-        long,
-        value_name = "TEXT",
-        conflicts_with = "file",
-        required_unless_present = "file"
-    )]
+    #[arg(long, value_name = "TEXT", group = "input")]
     pub text: Option<String>,
     /// Classify every non-empty line of this UTF-8 file; writes CSV (text,label,probability)
     /// to standard output [default: none].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", group = "input")]
     pub file: Option<PathBuf>,
 }
 

@@ -130,8 +130,9 @@ pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
     }
     let loss = total / n_windows as f64;
     println!(
-        "loss {loss:.6} perplexity {:.4} ({n_windows} windows of {t} tokens)",
-        loss.exp()
+        "loss {loss:.6} perplexity {:.4} ({} of {t} tokens)",
+        loss.exp(),
+        crate::counted(n_windows, "window", "windows")
     );
     Ok(0)
 }

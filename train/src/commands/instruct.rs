@@ -168,6 +168,26 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
     let encode_all =
         |set: &[InstructionEntry]| set.iter().map(|e| encode(&tok, e)).collect::<Vec<_>>();
     let (train_set, val_set) = (encode_all(train), encode_all(val));
+    if a.mask_prompt {
+        // with the prompt's targets ignored, an entry whose prompt fills the allowed length
+        // has no target left to learn from
+        let unscored = train_set
+            .iter()
+            .filter(|e| e.prompt_len.saturating_sub(1) >= max_length)
+            .count();
+        if unscored == train_set.len() {
+            return Err(TrainError(format!(
+                "{}: with --mask-prompt no training entry keeps a response token within {max_length} tokens (every prompt fills them), so nothing would be learned; raise --max-length (at most the context, {context}) or shorten the prompts",
+                a.data.display()
+            )));
+        }
+        if unscored > 0 && !a.quiet {
+            eprintln!(
+                "warning: {unscored} training entries of {} keep no response token within {max_length} tokens and teach nothing with --mask-prompt",
+                a.data.display()
+            );
+        }
+    }
     let longer = train_set
         .iter()
         .filter(|e| e.ids.len() + 1 > max_length)

@@ -65,7 +65,9 @@ pub fn merge_lora_command(a: &MergeLoraArgs) -> Result<i32, TrainError> {
         .out
         .with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| io_error(&tmp, e))?;
+    // named after --out, where the user looks (the temporary name is ours)
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| TrainError(format!("{}: cannot write there ({e})", a.out.display())))?;
     let done = write(&tmp).and_then(|()| {
         if a.out.is_dir() {
             std::fs::remove_dir(&a.out).map_err(|e| io_error(&a.out, e))?;

@@ -253,13 +253,11 @@ fn run(
     }
     manifest.write(out)?;
     let (train, val) = (w.tokens(Split::Train), w.tokens(Split::Val));
-    let shards = |n: usize| format!("{n} shard{}", if n == 1 { "" } else { "s" });
+    let shards = |n: usize| crate::counted(n, "shard", "shards");
     println!(
-        "tokenized {} file{}, {} document{}, {}: {} tokens (train {train} in {}, val {val} in {}) at {:.1} MB/s in {:.1} s ({:.1} s in all) into {}",
-        inputs.len(),
-        if inputs.len() == 1 { "" } else { "s" },
-        w.documents,
-        if w.documents == 1 { "" } else { "s" },
+        "tokenized {}, {}, {}: {} tokens (train {train} in {}, val {val} in {}) at {:.1} MB/s in {:.1} s ({:.1} s in all) into {}",
+        crate::counted(inputs.len(), "file", "files"),
+        crate::counted(w.documents as usize, "document", "documents"),
         human_bytes(w.source_bytes),
         train + val,
         shards(w.train.len()),
@@ -319,10 +317,9 @@ impl TokenDir {
         if !ours.is_empty() {
             if !force {
                 return Err(TrainError(format!(
-                    "{}: already holds token shards ({} file{}); choose a new --out, or replace them with --force",
+                    "{}: already holds token shards ({}); choose a new --out, or replace them with --force",
                     dir.display(),
-                    ours.len(),
-                    if ours.len() == 1 { "" } else { "s" }
+                    crate::counted(ours.len(), "file", "files")
                 )));
             }
             let stash = dir.join(format!(".replaced-{}", std::process::id()));

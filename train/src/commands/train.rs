@@ -87,8 +87,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Tokens between the starts of consecutive training windows: the context length means no
-    /// overlap, less means overlapping windows [default: the preset's (quickstart 32, book-ch5
-    /// and the model shapes their context length), at most --context-length].
+    /// overlap, less means overlapping windows. Without it, the preset's, at most
+    /// --context-length.
     #[arg(long, value_name = "TOKENS")]
     pub stride: Option<usize>,
     /// Passes over the training windows.

@@ -569,7 +569,9 @@ pub fn line_plot_svg(p: &LinePlot) -> String {
     let (ylo, yhi) = if p.log_y {
         (ylo / 1.3, yhi * 1.3)
     } else {
-        let pad = 0.05 * (yhi - ylo).max(0.1);
+        // a flat series (every accuracy 100%) still gets an axis whose ticks differ
+        let flat = 0.1 * yhi.abs().max(ylo.abs()) * f64::from(u8::from(yhi - ylo < 1e-9));
+        let pad = 0.05 * (yhi - ylo).max(0.1).max(flat);
         let lo = if ylo >= 0.0 {
             (ylo - pad).max(0.0)
         } else {
@@ -674,14 +676,19 @@ pub fn line_plot_svg(p: &LinePlot) -> String {
         );
         if p.dots {
             for &(x, y) in &shown {
+                // a named position by its name (`block 2.norm1`), not by its index
+                let at = p
+                    .x_names
+                    .and_then(|names| names.iter().find(|(v, _)| *v == x))
+                    .map(|(_, name)| name.clone())
+                    .unwrap_or_else(|| format!("{} = {}", p.x_label, fmt_value(x)));
                 let _ = writeln!(
                     lines,
-                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"><title>{}: {} = {}, {} = {}</title></circle>",
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"><title>{}: {}, {} = {}</title></circle>",
                     px(x),
                     py(y),
                     xml_escape(&series.label),
-                    xml_escape(p.x_label),
-                    fmt_value(x),
+                    xml_escape(&at),
                     xml_escape(p.y_label),
                     fmt_value(y)
                 );
@@ -844,5 +851,44 @@ mod tests {
         assert_eq!(fmt_tick(4096.0), "4096");
         assert_eq!(fmt_tick(16384.0), "16384");
         assert_eq!(fmt_tick(200000.0), "200k");
+    }
+
+    /// Named positions hover by name; a flat series still gets distinct y ticks.
+    #[test]
+    fn line_plot_names_positions_and_spreads_a_flat_axis() {
+        let series = [Series {
+            label: "accuracy".into(),
+            points: vec![(0.0, 100.0), (1.0, 100.0)],
+            dashed: false,
+        }];
+        let names = [
+            (0.0, "block 0.norm1".to_string()),
+            (1.0, "final".to_string()),
+        ];
+        let svg = line_plot_svg(&LinePlot {
+            title: "flat",
+            x_label: "layer norm",
+            y_label: "%",
+            series: &series,
+            log_x: false,
+            log_y: false,
+            dots: true,
+            x_names: Some(&names),
+        });
+        assert!(balanced(&svg));
+        assert!(
+            svg.contains("<title>accuracy: block 0.norm1, % = 100"),
+            "{svg}"
+        );
+        let labels: Vec<&str> = svg
+            .split("text-anchor=\"end\">")
+            .skip(1)
+            .map(|t| &t[..t.find('<').unwrap()])
+            .collect();
+        let distinct: std::collections::BTreeSet<&&str> = labels.iter().collect();
+        assert!(
+            labels.len() >= 3 && distinct.len() == labels.len(),
+            "{labels:?}"
+        );
     }
 }

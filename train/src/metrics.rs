@@ -93,8 +93,9 @@ pub fn loss_plot_svg(records: &[MetricRecord], title: &str) -> String {
     )
 }
 
-/// An SVG line chart of training and validation accuracy (%) against tokens seen
-/// (classification fine-tuning; the book's figure 6.17).
+/// An SVG line chart of training and validation accuracy (%) at each evaluation
+/// (`--eval-freq`) against tokens seen (classification fine-tuning; the book's figure 6.17
+/// plots the same accuracies once per epoch).
 pub fn accuracy_plot_svg(records: &[MetricRecord], title: &str) -> String {
     line_plot_svg(
         records,

@@ -213,12 +213,15 @@ fn every_inspection_writes_figures_numbers_and_one_page() {
     assert_eq!(lens.matches("<g><title>").count(), 3 * t);
     let csv = std::fs::read_to_string(out.join("logit-lens.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 3 * t);
+    // rows name the residual stream they read (layer 0: the embeddings)
+    assert!(csv.lines().nth(1).unwrap().starts_with("0,embeddings,0,"));
     // at the last layer the lens is the model's own prediction: rank 1 everywhere
-    assert!(csv
+    let last: Vec<&str> = csv
         .lines()
-        .skip(1)
-        .filter(|l| l.starts_with("2,"))
-        .all(|l| l.split(',').nth(3) == Some("1")));
+        .filter(|l| l.starts_with("2,after block 1,"))
+        .collect();
+    assert_eq!(last.len(), t);
+    assert!(last.iter().all(|l| l.split(',').nth(4) == Some("1")));
     let norms = std::fs::read_to_string(out.join("layer-norm.csv")).unwrap();
     assert_eq!(norms.lines().count(), 1 + 2 * 2 + 1); // header, 2 per block, final
     for line in norms.lines().skip(1) {

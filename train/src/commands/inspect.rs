@@ -573,7 +573,10 @@ pub fn logit_lens_section(
     let v = model.cfg.vocab_size as f64;
     let mut top_cells = Vec::new();
     let mut rank_cells = Vec::new();
-    let mut csv = String::from("layer,position,input_token,rank_of_final_prediction");
+    // `layer` counts the residual streams read (0: the embeddings, l: after block l − 1), not
+    // the blocks as attention-heads.csv does; `residual_stream` says which in words
+    let mut csv =
+        String::from("layer,residual_stream,position,input_token,rank_of_final_prediction");
     for i in 0..k {
         let _ = write!(csv, ",top{i}_id,top{i}_token,top{i}_probability");
     }
@@ -589,7 +592,7 @@ pub fn logit_lens_section(
                 .map(|&(id, p)| format!("{} {:.1}%", token_label(tok, id), 100.0 * p))
                 .collect();
             let hover = format!(
-                "{}, after {}: {} | final prediction {} at rank {}",
+                "{}, position {}: {} | final prediction {} at rank {}",
                 row_labels[l],
                 col_labels[pos],
                 list.join(", "),
@@ -611,7 +614,8 @@ pub fn logit_lens_section(
             });
             let _ = write!(
                 csv,
-                "{l},{pos},{},{}",
+                "{l},{},{pos},{},{}",
+                row_labels[l],
                 csv_text(&token_label(tok, ids[pos])),
                 rank + 1
             );

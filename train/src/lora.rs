@@ -165,19 +165,22 @@ pub fn load_with_adapters_fitting(
     need: impl Fn(&model::GptConfig) -> model::memory::MemoryEstimate,
     remedy: &str,
 ) -> Result<(model::GptModel, crate::tokenizer::Tokenizer), TrainError> {
+    // (a local checkpoint; a GPT-2 name is neither a classifier nor adapted)
+    let local = crate::checkpoint::resolve(path).ok();
     // a classifier's GPT keeps the language-model head it was given, untrained with the
     // blocks it fine-tuned: its next-token predictions mean nothing
-    if let Ok(dir) = crate::checkpoint::resolve(path) {
-        if crate::classification::is_classifier(&dir) {
-            return Err(TrainError(format!(
-                "{}: is a classifier (made by `finetune classify`), not a language model; use `scratchgpt classify` or `scratchgpt eval` with it",
-                path.display()
-            )));
-        }
+    if local
+        .as_deref()
+        .is_some_and(crate::classification::is_classifier)
+    {
+        return Err(TrainError(format!(
+            "{}: is a classifier (made by `finetune classify`), not a language model; use `scratchgpt classify` or `scratchgpt eval` with it",
+            path.display()
+        )));
     }
     let (mut gpt, tok) = crate::checkpoint::load_fitting(path, ctx, need, remedy)?;
-    if let Ok(dir) = crate::checkpoint::resolve(path) {
-        load_adapters(&dir, &mut gpt, ctx)?;
+    if let Some(dir) = &local {
+        load_adapters(dir, &mut gpt, ctx)?;
     }
     Ok((gpt, tok))
 }

@@ -9,6 +9,7 @@ use train::data::TokenWindows;
 use train::Tokenizer;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    train::cli::check_example_args(&[]);
     // 2.5 Byte pair encoding with GPT-2's vocabulary
     let tok = Tokenizer::gpt2()?;
     let text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace.";

@@ -57,6 +57,7 @@ fn rng(seed: u64) -> Rng {
 }
 
 fn main() {
+    train::cli::check_example_args(&["--book-compat"]);
     println!(
         "random numbers: {}",
         if book_compat() {

@@ -61,6 +61,7 @@ fn ctx(seed: u64) -> Context {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    train::cli::check_example_args(&["--book-compat"]);
     // 4.2 layer normalization
     let mut rng = if book_compat() {
         Rng::torch(123)

@@ -13,6 +13,7 @@ use train::trainer::{evaluate, make_loaders};
 use train::TrainSettings;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    train::cli::check_example_args(&["--book-compat"]);
     // 5.1 losses of the untrained model on the-verdict.txt (or the built-in corpus, with a
     // notice; with --book-compat the book's story is required)
     let book = std::env::args().any(|a| a == "--book-compat");

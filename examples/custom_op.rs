@@ -52,6 +52,7 @@ fn softplus(x: &Tensor) -> Tensor {
 }
 
 fn main() {
+    train::cli::check_example_args(&[]);
     let x = Tensor::from_vec(vec![-2.0, 0.0, 3.0], &[3]).requires_grad();
     let y = softplus(&x);
     y.sum_all().backward();

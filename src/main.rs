@@ -8,15 +8,7 @@ static ALLOC: tensor::alloc_counter::CountingAllocator<train::allocator::HugePag
     tensor::alloc_counter::CountingAllocator(train::allocator::HugePageAllocator);
 
 fn main() {
-    // Rust ignores SIGPIPE, so printing into a closed pipe (`scratchgpt … | head`) would panic
-    // in `println!`. Restore the default: the process ends quietly, as other command-line
-    // tools do.
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    train::cli::restore_sigpipe();
     train::allocator::keep_freed_memory();
     tensor::alloc_counter::mark_installed();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

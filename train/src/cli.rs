@@ -159,6 +159,39 @@ pub fn on_ctrl_c(stop: Arc<AtomicBool>, first: &'static str, again: &'static str
     });
 }
 
+/// Restores the default action of SIGPIPE. Rust ignores it, so printing into a closed pipe
+/// (`scratchgpt … | head`) would panic in `println!`; with the default the process ends
+/// quietly, as other command-line tools do. Call it first thing in `main`, before any other
+/// thread exists.
+pub fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called before any other thread exists (see above); SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// For the chapter examples (`examples/`): [`restore_sigpipe`], then checks that every
+/// argument is one of `known` (a misspelt `--book-compat` would otherwise run the other way
+/// without a word): anything else ends the process with one usage line, status 2.
+pub fn check_example_args(known: &[&str]) {
+    restore_sigpipe();
+    let name = std::env::args().next().unwrap_or_default();
+    if let Some(other) = std::env::args()
+        .skip(1)
+        .find(|a| !known.contains(&a.as_str()))
+    {
+        let accepted = if known.is_empty() {
+            "it takes no arguments".to_string()
+        } else {
+            format!("it accepts {}", known.join(", "))
+        };
+        eprintln!("error: unexpected argument {other:?} for {name}: {accepted}");
+        std::process::exit(2);
+    }
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     let parsed = command()

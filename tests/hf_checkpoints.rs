@@ -336,8 +336,24 @@ struct Hub {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How the hub serves model.safetensors when asked for the whole file.
+#[derive(Clone, Copy, PartialEq)]
+enum Body {
+    /// As announced (possibly cut, see `Hub::start`'s `cut`).
+    Whole,
+    /// Half of it without a Content-Length, then the connection closes: a transfer that
+    /// looks complete to the client.
+    HalfWithoutLength,
+    /// The head and a few bytes, then nothing for 5 s.
+    Stall,
+}
+
 impl Hub {
     fn start(files: HashMap<String, Vec<u8>>, cut: usize) -> Hub {
+        Hub::start_with(files, cut, Body::Whole)
+    }
+
+    fn start_with(files: HashMap<String, Vec<u8>>, cut: usize, body: Body) -> Hub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -354,7 +370,7 @@ impl Hub {
                     Ok((stream, _)) => {
                         connections += 1;
                         let (files, seen, cuts) = (files.clone(), seen2.clone(), cuts_left.clone());
-                        std::thread::spawn(move || serve(stream, &files, &seen, &cuts));
+                        std::thread::spawn(move || serve(stream, &files, &seen, &cuts, body));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -400,6 +416,7 @@ fn serve(
     files: &HashMap<String, Vec<u8>>,
     seen: &Mutex<Vec<Seen>>,
     cuts: &AtomicUsize,
+    how: Body,
 ) {
     stream.set_nonblocking(false).unwrap();
     stream
@@ -450,6 +467,17 @@ fn serve(
         None => (0, total - 1),
     };
     let body = &bytes[start..=end];
+    // the transfer of the model file itself (not the one-byte probe for its metadata)
+    let whole_model = path.ends_with("/model.safetensors") && range.as_deref() != Some("bytes=0-0");
+    if whole_model && how == Body::HalfWithoutLength {
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{total}\r\nETag: \"{}\"\r\nX-Repo-Commit: {COMMIT}\r\nConnection: close\r\n\r\n",
+            etag(bytes)
+        );
+        let _ = out.write_all(head.as_bytes());
+        let _ = out.write_all(&body[..body.len() / 2]);
+        return;
+    }
     let status = if range.is_some() {
         "206 Partial Content"
     } else {
@@ -461,6 +489,12 @@ fn serve(
         etag(bytes)
     );
     let _ = out.write_all(head.as_bytes());
+    if whole_model && how == Body::Stall {
+        let _ = out.write_all(&body[..10]);
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_secs(5));
+        return;
+    }
     let cut_this = path.ends_with("/model.safetensors")
         && body.len() > 1
         && cuts
@@ -704,4 +738,46 @@ fn a_model_too_large_for_memory_is_refused_before_its_weights_are_downloaded() {
         "{seen:?}"
     );
     std::fs::remove_dir_all(&home).unwrap();
+}
+
+/// A body cut short without a Content-Length looks complete to the HTTP client: the file's
+/// size is checked against the size the server announced, and a short file leaves the cache
+/// again (it used to stay and fail every later run). A server that stops sending ends the
+/// command after the stall limit, keeping the partial file.
+#[test]
+fn a_short_or_stalled_download_is_one_error_line_and_leaves_no_bad_file() {
+    let files = served_files(false);
+    let home = common::fresh_dir("hf-home-short");
+    let hub = Hub::start_with(files.clone(), 0, Body::HalfWithoutLength);
+    let mut cmd = generate("gpt2");
+    with_hub(&mut cmd, &home, &hub);
+    let r = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        stderr.contains("bytes of the") && stderr.contains("removed from the cache"),
+        "{stderr}"
+    );
+    assert!(!snapshot(&home).join("model.safetensors").exists());
+    drop(hub);
+    // the same cache against a sound server: downloaded again, and it works
+    let hub = Hub::start(files.clone(), 0);
+    let mut cmd = generate("gpt2");
+    with_hub(&mut cmd, &home, &hub);
+    assert!(assert_ok(&run(&mut cmd)).starts_with("Hello, my name is"));
+    drop(hub);
+
+    let home = common::fresh_dir("hf-home-stall");
+    let hub = Hub::start_with(files, 0, Body::Stall);
+    let mut cmd = generate("gpt2");
+    with_hub(&mut cmd, &home, &hub);
+    cmd.env("SCRATCHGPT_DOWNLOAD_STALL_SECS", "1");
+    let t = Instant::now();
+    let r = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && stderr.contains("stalled"),
+        "{stderr}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
 }

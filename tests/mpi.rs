@@ -209,6 +209,17 @@ fn two_ranks_equal_one_process_accumulating_two_micro_batches_bit_for_bit() {
     ok(single(&args));
     mpirun_ok(2, &run_args(&two, 4));
     same_training(&one, &two);
+    // the report page is rank 0's, with its evaluations' loss plot (rank 1 evaluates nothing
+    // and once wrote an empty page over it)
+    let page = std::fs::read_to_string(two.join("index.html")).unwrap();
+    assert_eq!(
+        page.matches("<polyline").count(),
+        std::fs::read_to_string(one.join("index.html"))
+            .unwrap()
+            .matches("<polyline")
+            .count()
+    );
+    assert!(page.contains("<polyline"));
     // and with accumulation on each rank: 2 ranks × 2 micro-batches against 4 in one process,
     // (a+b)+(c+d) against ((a+b)+c)+d: equal to rounding only
     let (acc, two_acc) = (d.join("acc4"), d.join("two-acc2"));

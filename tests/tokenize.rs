@@ -549,6 +549,25 @@ fn an_interrupted_or_failed_run_leaves_no_shard() {
         ),
     );
     assert!(!out.exists(), "{:?}", shard_files(&out));
+    // learning bpe:N reads the text twice, which a pipe cannot give: refused, not cut short
+    let out = dir.join("bpe-pipe");
+    let mut child = bin()
+        .args(["tokenize", "--data", "/dev/stdin", "--out", s(&out)])
+        .args(["--tokenizer", "bpe:300"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // (the pipe may be refused before it is written: a broken pipe here is fine)
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&text.as_bytes()[..4000]);
+    let r = child.wait_with_output().unwrap();
+    assert_one_line_error(&r, "a pipe is read once");
+    assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

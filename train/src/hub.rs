@@ -19,7 +19,12 @@
 //!   `HF_TOKEN` (or the token file of `huggingface-cli login`) is sent when present.
 //! - Downloads go through the `hf-hub` crate: a progress bar on a terminal, up to
 //!   [`RETRIES`] retries that continue where the transfer stopped, and a partial file
-//!   (`blobs/<etag>.part`) that the next run continues too.
+//!   (`blobs/<etag>.part`) that the next run continues too. A file whose size differs from
+//!   the size the server announced is removed from the cache again (a body cut short without
+//!   the server saying how long it was), and a transfer that receives nothing for
+//!   [`STALL_SECS`] seconds (`SCRATCHGPT_DOWNLOAD_STALL_SECS` to change) ends the command with
+//!   one line, keeping the partial file for the next run: the HTTP client has no timeouts of
+//!   its own here.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -51,6 +56,9 @@ pub const OPTIONAL_FILES: [&str; 3] = ["tokenizer.json", "vocab.json", "merges.t
 pub const RETRIES: usize = 3;
 
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Seconds without a byte received after which a download is given up.
+pub const STALL_SECS: u64 = 60;
 
 /// The directory `--checkpoint` means: `arg` itself when it exists; else, for a known model
 /// name, its snapshot in the Hugging Face cache (downloading missing files first).
@@ -256,8 +264,13 @@ fn download(
             fits_in_memory(cached)?; // before the largest download, not after
         }
         let url = hub.url(file);
-        match hub.download_with_progress(file, Bar::new()) {
-            Ok(_) => {}
+        let bar = Bar::new();
+        let (announced, last_data) = (bar.size.clone(), bar.last_data.clone());
+        let watchdog = Watchdog::start(&url, last_data);
+        let result = hub.download_with_progress(file, bar);
+        drop(watchdog);
+        match result {
+            Ok(path) => check_size(&path, *announced.lock().unwrap(), &url, by_hand)?,
             Err(e) if OPTIONAL_FILES.contains(&file) && is_not_found(&e) => {
                 // remembered as absent, as huggingface_hub does, so later runs stay offline
                 if let Some(c) = cached.commit() {
@@ -279,6 +292,69 @@ fn download(
         }
     }
     Ok(())
+}
+
+/// Removes a downloaded file from the cache (its blob and its link) when its size is not the
+/// size the server announced: a body cut short without a length to check it against would
+/// otherwise stay in the cache and fail every later run.
+fn check_size(
+    path: &Path,
+    announced: Option<usize>,
+    url: &str,
+    by_hand: &dyn Fn() -> String,
+) -> Result<(), TrainError> {
+    let (Some(want), Ok(got)) = (announced, std::fs::metadata(path).map(|m| m.len())) else {
+        return Ok(());
+    };
+    if got == want as u64 {
+        return Ok(());
+    }
+    if let Ok(blob) = path.canonicalize() {
+        let _ = std::fs::remove_file(blob);
+    }
+    let _ = std::fs::remove_file(path);
+    Err(TrainError(format!(
+        "could not download {url}: received {got} bytes of the {want} the server announced (the file was removed from the cache; run again); {}",
+        by_hand()
+    )))
+}
+
+/// Ends the process with one line when the download of `url` has received nothing for
+/// [`STALL_SECS`] seconds; stops watching when dropped.
+struct Watchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(url: &str, last_data: std::sync::Arc<std::sync::Mutex<std::time::Instant>>) -> Self {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stall = std::env::var("SCRATCHGPT_DOWNLOAD_STALL_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(STALL_SECS);
+        let (url, flag) = (url.to_string(), done.clone());
+        std::thread::spawn(move || {
+            let limit = std::time::Duration::from_secs(stall);
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let quiet = last_data.lock().unwrap().elapsed();
+                if quiet > limit && !flag.load(Ordering::Relaxed) {
+                    eprintln!(
+                        "error: the download of {url} stalled: nothing received for {stall} s; run again to continue where it stopped"
+                    );
+                    std::process::exit(1);
+                }
+            }
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Refuses a model too large for this machine as soon as its `config.json` is there.
@@ -315,6 +391,10 @@ struct Bar {
     bar: Option<ProgressBar>,
     /// Whether the next update is the bytes a continued transfer already had.
     starting: bool,
+    /// The size the server announced for the file.
+    size: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
+    /// When the last bytes arrived (or the transfer started), for the [`Watchdog`].
+    last_data: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl Bar {
@@ -322,12 +402,16 @@ impl Bar {
         Bar {
             bar: None,
             starting: false,
+            size: Default::default(),
+            last_data: std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         }
     }
 }
 
 impl Progress for Bar {
     fn init(&mut self, size: usize, filename: &str) {
+        *self.size.lock().unwrap() = Some(size);
+        *self.last_data.lock().unwrap() = std::time::Instant::now();
         if !std::io::stderr().is_terminal() {
             return;
         }
@@ -349,6 +433,7 @@ impl Progress for Bar {
     }
 
     fn update(&mut self, size: usize) {
+        *self.last_data.lock().unwrap() = std::time::Instant::now();
         if let Some(bar) = &self.bar {
             bar.inc(size as u64);
             if std::mem::take(&mut self.starting) {

@@ -626,7 +626,11 @@ pub fn run<'a>(
         save: Box::new(|opt, state| checkpoint::save(&opts.out_dir, &model, &tok, opt, state)),
     };
     let summary = train_loop(&task, &mut session, opts)?;
-    // the run's report page (crate::report): loss, samples, attention on the start context
+    // the run's report page (crate::report): loss, samples, attention on the start context;
+    // written by rank 0 alone, which evaluates and owns the run directory
+    if opts.collective().rank() != 0 {
+        return Ok(summary);
+    }
     if let Err(e) = crate::report::write_run_report(
         &opts.out_dir,
         &model,

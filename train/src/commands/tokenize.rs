@@ -157,6 +157,14 @@ fn run(
 ) -> Result<Option<()>, TrainError> {
     let start = Instant::now();
     let (tok, name) = match source {
+        Source::Spec(TokenizerSpec::Bpe(_)) if inputs.iter().any(|i| is_a_pipe(&i.path)) => {
+            // learning the vocabulary reads a sample first, and a pipe cannot be read again:
+            // the tokenizing pass would start after the sample, silently losing it
+            return Err(TrainError(format!(
+                "{}: a pipe is read once, and --tokenizer bpe:N reads the text twice (a sample to learn from, then all of it); write the text to a file first, or use gpt2, bytes or a tokenizer directory",
+                inputs.iter().find(|i| is_a_pipe(&i.path)).unwrap().path.display()
+            )));
+        }
         Source::Spec(TokenizerSpec::Bpe(n)) => {
             let sample = tokenize::bpe_sample(
                 inputs,
@@ -448,4 +456,9 @@ fn verify_command(dir: &Path) -> Result<i32, TrainError> {
         m.documents
     );
     Ok(0)
+}
+
+/// Whether `path` is a pipe or another stream that can be read only once (not a regular file).
+fn is_a_pipe(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file())
 }

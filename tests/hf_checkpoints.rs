@@ -346,6 +346,8 @@ enum Body {
     HalfWithoutLength,
     /// The head and a few bytes, then nothing for 5 s.
     Stall,
+    /// In 16 pieces a tenth of a second apart.
+    Slow,
 }
 
 impl Hub {
@@ -489,6 +491,14 @@ fn serve(
         etag(bytes)
     );
     let _ = out.write_all(head.as_bytes());
+    if whole_model && how == Body::Slow {
+        for piece in body.chunks(body.len().div_ceil(16)) {
+            let _ = out.write_all(piece);
+            let _ = out.flush();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return;
+    }
     if whole_model && how == Body::Stall {
         let _ = out.write_all(&body[..10]);
         let _ = out.flush();
@@ -780,4 +790,36 @@ fn a_short_or_stalled_download_is_one_error_line_and_leaves_no_bad_file() {
         "{stderr}"
     );
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+/// Two processes asking for the same model at once: the second waits for the first's download
+/// and uses it (it used to fail after 5 s on the lock of the file being downloaded).
+#[test]
+fn a_second_process_waits_for_the_download_in_progress() {
+    let home = common::fresh_dir("hf-home-two");
+    let hub = Hub::start_with(served_files(false), 0, Body::Slow);
+    let start = |cmd: &mut Command| {
+        with_hub(cmd, &home, &hub);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start(&mut generate("gpt2"));
+    std::thread::sleep(Duration::from_millis(400));
+    let second = start(&mut generate("gpt2"));
+    let (a, b) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    for r in [&a, &b] {
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert!(String::from_utf8_lossy(&r.stdout).starts_with("Hello, my name is"));
+    }
+    // (which one waits depends on which took the lock first)
+    let waited = [&a, &b]
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.stderr).contains("waiting for another process"))
+        .count();
+    assert_eq!(waited, 1);
 }

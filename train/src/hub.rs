@@ -24,7 +24,8 @@
 //!   the server saying how long it was), and a transfer that receives nothing for
 //!   [`STALL_SECS`] seconds (`SCRATCHGPT_DOWNLOAD_STALL_SECS` to change) ends the command with
 //!   one line, keeping the partial file for the next run: the HTTP client has no timeouts of
-//!   its own here.
+//!   its own here. One process at a time downloads a model (a lock in its cache directory);
+//!   another waits, then finds the files.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -225,6 +226,15 @@ pub fn model_dir(repo: &str) -> Result<PathBuf, TrainError> {
             ))
         });
     }
+    // one download of a model at a time: a second process waits for the first (whose files
+    // it then finds) instead of failing on the lock of the file being downloaded
+    let _lock = DownloadLock::take(&cached.root, repo)?;
+    let missing = cached.missing();
+    if missing.is_empty() {
+        if let Some(dir) = cached.usable_snapshot() {
+            return Ok(dir);
+        }
+    }
     download(repo, &cache, &cached, &missing, &by_hand)?;
     cached.usable_snapshot().ok_or_else(|| {
         TrainError(format!(
@@ -292,6 +302,43 @@ fn download(
         }
     }
     Ok(())
+}
+
+/// An exclusive lock on `<repo's cache>/.scratchgpt-download.lock`, held while a process
+/// downloads that model; released when dropped (or when the process ends, however it ends).
+struct DownloadLock {
+    _file: std::fs::File,
+}
+
+impl DownloadLock {
+    /// Takes the lock, saying so when another process holds it and waiting for it.
+    fn take(root: &Path, repo: &str) -> Result<DownloadLock, TrainError> {
+        std::fs::create_dir_all(root).map_err(|e| io_error(root, e))?;
+        let path = root.join(".scratchgpt-download.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = file.as_raw_fd();
+            // SAFETY: flock on a descriptor this function owns; the lock goes with the file.
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                eprintln!(
+                    "waiting for another process downloading {repo} into {}",
+                    root.display()
+                );
+                // SAFETY: as above, now blocking until the other process is done.
+                if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                    return Err(io_error(&path, std::io::Error::last_os_error()));
+                }
+            }
+        }
+        Ok(DownloadLock { _file: file })
+    }
 }
 
 /// Removes a downloaded file from the cache (its blob and its link) when its size is not the

@@ -192,7 +192,7 @@ pub fn build_tokenizer(
             ));
             if tok.vocab_size() < *n {
                 report(&format!(
-                    "warning: {data} has too little text for a vocabulary of {n}: its {} bytes of training text gave only {} tokens (give more text or a smaller bpe:N)",
+                    "warning: too little text for a vocabulary of {n} in {data}: {} bytes of training text gave only {} tokens (give more text or a smaller bpe:N)",
                     train_text.len(),
                     tok.vocab_size()
                 ));

@@ -29,6 +29,9 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::api::Progress;
@@ -369,22 +372,21 @@ fn check_size(
 /// Ends the process with one line when the download of `url` has received nothing for
 /// [`STALL_SECS`] seconds; stops watching when dropped.
 struct Watchdog {
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<AtomicBool>,
 }
 
 impl Watchdog {
-    fn start(url: &str, last_data: std::sync::Arc<std::sync::Mutex<std::time::Instant>>) -> Self {
-        use std::sync::atomic::Ordering;
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    fn start(url: &str, last_data: Arc<Mutex<Instant>>) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
         let stall = std::env::var("SCRATCHGPT_DOWNLOAD_STALL_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(STALL_SECS);
         let (url, flag) = (url.to_string(), done.clone());
         std::thread::spawn(move || {
-            let limit = std::time::Duration::from_secs(stall);
+            let limit = Duration::from_secs(stall);
             while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(200));
                 let quiet = last_data.lock().unwrap().elapsed();
                 if quiet > limit && !flag.load(Ordering::Relaxed) {
                     eprintln!(
@@ -400,7 +402,7 @@ impl Watchdog {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.done.store(true, Ordering::Relaxed);
     }
 }
 
@@ -439,9 +441,9 @@ struct Bar {
     /// Whether the next update is the bytes a continued transfer already had.
     starting: bool,
     /// The size the server announced for the file.
-    size: std::sync::Arc<std::sync::Mutex<Option<usize>>>,
+    size: Arc<Mutex<Option<usize>>>,
     /// When the last bytes arrived (or the transfer started), for the [`Watchdog`].
-    last_data: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
+    last_data: Arc<Mutex<Instant>>,
 }
 
 impl Bar {
@@ -450,7 +452,7 @@ impl Bar {
             bar: None,
             starting: false,
             size: Default::default(),
-            last_data: std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            last_data: Arc::new(Mutex::new(Instant::now())),
         }
     }
 }
@@ -458,7 +460,7 @@ impl Bar {
 impl Progress for Bar {
     fn init(&mut self, size: usize, filename: &str) {
         *self.size.lock().unwrap() = Some(size);
-        *self.last_data.lock().unwrap() = std::time::Instant::now();
+        *self.last_data.lock().unwrap() = Instant::now();
         if !std::io::stderr().is_terminal() {
             return;
         }
@@ -480,7 +482,7 @@ impl Progress for Bar {
     }
 
     fn update(&mut self, size: usize) {
-        *self.last_data.lock().unwrap() = std::time::Instant::now();
+        *self.last_data.lock().unwrap() = Instant::now();
         if let Some(bar) = &self.bar {
             bar.inc(size as u64);
             if std::mem::take(&mut self.starting) {

@@ -156,13 +156,14 @@ fn run(
     stop: &AtomicBool,
 ) -> Result<Option<()>, TrainError> {
     let start = Instant::now();
+    // learning a vocabulary reads a sample first, and a pipe cannot be read again: the
+    // tokenizing pass would start after the sample, silently losing it
+    let pipe = inputs.iter().find(|i| is_a_pipe(&i.path));
     let (tok, name) = match source {
-        Source::Spec(TokenizerSpec::Bpe(_)) if inputs.iter().any(|i| is_a_pipe(&i.path)) => {
-            // learning the vocabulary reads a sample first, and a pipe cannot be read again:
-            // the tokenizing pass would start after the sample, silently losing it
+        Source::Spec(TokenizerSpec::Bpe(_)) if pipe.is_some() => {
             return Err(TrainError(format!(
                 "{}: a pipe is read once, and --tokenizer bpe:N reads the text twice (a sample to learn from, then all of it); write the text to a file first, or use gpt2, bytes or a tokenizer directory",
-                inputs.iter().find(|i| is_a_pipe(&i.path)).unwrap().path.display()
+                pipe.unwrap().path.display()
             )));
         }
         Source::Spec(TokenizerSpec::Bpe(n)) => {

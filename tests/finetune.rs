@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tensor::Rng;
+use train::corpus::sentences;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_scratchgpt"))
@@ -17,26 +18,6 @@ fn bin() -> Command {
 fn verdict_path() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/the-verdict.txt");
     p.is_file().then_some(p)
-}
-
-/// Sentences of 25 to 200 characters, whitespace folded.
-fn sentences(text: &str) -> Vec<String> {
-    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut out = Vec::new();
-    let mut start = 0;
-    let bytes = folded.as_bytes();
-    for i in 0..bytes.len() {
-        let end = matches!(bytes[i], b'.' | b'!' | b'?')
-            && (i + 1 == bytes.len() || bytes[i + 1] == b' ');
-        if end {
-            let s = folded[start..=i].trim();
-            if (25..=200).contains(&s.len()) {
-                out.push(s.to_string());
-            }
-            start = i + 1;
-        }
-    }
-    out
 }
 
 fn write_csv(path: &Path, rows: &[(String, &str)]) {

@@ -51,6 +51,20 @@ pub trait Module {
     }
 }
 
+/// A count as the book prints it, digits grouped in threes: 124441346 → `124,441,346`
+/// (Python's `f"{n:,}"`).
+pub fn with_commas(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// `prefix.name`, or `name` at the top level.
 pub fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
@@ -126,5 +140,20 @@ impl Context {
 
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_are_grouped_in_threes() {
+        for (n, s) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (124_441_346, "124,441,346"),
+        ] {
+            assert_eq!(super::with_commas(n), s);
+        }
     }
 }

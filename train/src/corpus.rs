@@ -27,3 +27,41 @@ pub fn the_verdict_or_notice() -> String {
         DEFAULT_CORPUS.to_string()
     })
 }
+
+/// The sentences of `text` that are 25 to 200 bytes long, whitespace folded to single spaces:
+/// a sentence ends at `.`, `!` or `?` followed by a space or the end. The units the chapter-6
+/// example and the fine-tuning tests classify (The Verdict's sentences against the stories').
+pub fn sentences(text: &str) -> Vec<String> {
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let bytes = folded.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..bytes.len() {
+        let ends = matches!(bytes[i], b'.' | b'!' | b'?')
+            && (i + 1 == bytes.len() || bytes[i + 1] == b' ');
+        if ends {
+            let s = folded[start..=i].trim();
+            if (25..=200).contains(&s.len()) {
+                out.push(s.to_string());
+            }
+            start = i + 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sentences_end_at_a_stop_before_a_space_and_keep_25_to_200_bytes() {
+        let text = "Too short. This one is long enough to count, surely!\n  And  this one: \
+                    a.b.c stays inside it? Yes.";
+        assert_eq!(
+            super::sentences(text),
+            [
+                "This one is long enough to count, surely!",
+                "And this one: a.b.c stays inside it?"
+            ]
+        );
+    }
+}

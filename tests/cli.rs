@@ -470,8 +470,28 @@ fn resume_continues_in_place_and_finds_its_data_again() {
         .unwrap();
     assert_ok(&r);
     assert_eq!(latest_step(&run), 8);
+    // --save-every may change on resume (it changes no number of the training): from 8 to 13
+    // with --save-every 2, the two checkpoints kept are 12 (a periodic one) and 13 (the end)
+    let r = bin()
+        .args([
+            "train",
+            "--resume",
+            o,
+            "--max-steps",
+            "13",
+            "--save-every",
+            "2",
+        ])
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    assert_ok(&r);
+    for step in [12, 13] {
+        let ckpt = run.join(format!("checkpoints/step-{step:08}"));
+        assert!(ckpt.is_dir(), "{} missing", ckpt.display());
+    }
     // a damaged epoch order in the state file: one clear line, not an index out of bounds
-    let state_file = run.join("checkpoints/step-00000008/scratchgpt_state.json");
+    let state_file = run.join("checkpoints/step-00000013/scratchgpt_state.json");
     let mut state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     for order in [
@@ -481,7 +501,7 @@ fn resume_continues_in_place_and_finds_its_data_again() {
         state["order"] = order;
         std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
         let r = bin()
-            .args(["train", "--resume", o, "--max-steps", "9"])
+            .args(["train", "--resume", o, "--max-steps", "14"])
             .output()
             .unwrap();
         assert_one_line_error(&r, "is damaged");

@@ -29,7 +29,7 @@ const MAX_DATA_BYTES: u64 = 1 << 30;
 /// The exit statuses, shown in `--help` and the README.
 pub const EXIT_STATUSES: &str = "Exit status: 0 done; 1 an error in what was given (a file, a flag's value, the data, a checkpoint), \
 explained on one `error:` line; 2 a usage error (unknown flag, missing value, flags that contradict each other); \
-130 interrupted by Ctrl-C (train: after saving a checkpoint; resume with --resume).";
+130 interrupted by Ctrl-C (train: after saving a checkpoint, resume with --resume; while it learns a BPE vocabulary, at once, writing nothing).";
 
 #[derive(Parser, Debug)]
 #[command(

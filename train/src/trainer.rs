@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub resume_epochs: Option<usize>,
     pub resume_max_steps: Option<usize>,
     pub resume_grad_accum: Option<usize>,
+    /// With `resume`: a new period of the extra checkpoints (`--save-every`).
+    pub resume_save_every: Option<usize>,
     /// Set (by Ctrl-C) to stop after the current step, saving a checkpoint.
     pub stop: Arc<AtomicBool>,
     /// Stop as if interrupted once this many steps are done (for tests and experiments).
@@ -152,15 +154,21 @@ pub fn describe_data(files: Option<&[PathBuf]>) -> String {
     }
 }
 
+/// The error of a run stopped by Ctrl-C before its first step (while learning its BPE
+/// vocabulary): the command line exits with status 130, having written nothing.
+pub const STOPPED_BEFORE_TRAINING: &str =
+    "interrupted while learning the BPE vocabulary, before the first step: nothing was written";
+
 /// Builds the tokenizer a run asks for (learning a BPE from `train_text`, the training part of
-/// `data`, if needed).
+/// `data`, if needed); `None` if `stop` was set while learning.
 pub fn build_tokenizer(
     spec: &TokenizerSpec,
     train_text: &str,
     data: &str,
     report: impl Fn(&str),
-) -> Result<Tokenizer, TrainError> {
-    Ok(match spec {
+    stop: &AtomicBool,
+) -> Result<Option<Tokenizer>, TrainError> {
+    Ok(Some(match spec {
         TokenizerSpec::Gpt2 => Tokenizer::gpt2()?,
         TokenizerSpec::Bytes => Tokenizer::bytes(),
         TokenizerSpec::Bpe(n) => {
@@ -176,14 +184,22 @@ pub fn build_tokenizer(
                 );
                 b
             });
-            let tok = Tokenizer::train_bpe(train_text, *n, |done, _| {
-                if let Some(b) = &bar {
-                    b.set_position(done as u64);
-                }
-            })?;
-            if let Some(b) = bar {
+            let learned = Tokenizer::train_bpe_until_stopped(
+                train_text,
+                *n,
+                |done, _| {
+                    if let Some(b) = &bar {
+                        b.set_position(done as u64);
+                    }
+                },
+                stop,
+            )?;
+            if let Some(b) = &bar {
                 b.finish_and_clear();
             }
+            let Some(tok) = learned else {
+                return Ok(None);
+            };
             report(&format!(
                 "learned a BPE vocabulary of {} tokens from the {} bytes of training text in {data} in {:.1}s",
                 tok.vocab_size(),
@@ -199,7 +215,7 @@ pub fn build_tokenizer(
             }
             tok
         }
-    })
+    }))
 }
 
 /// Training and validation loaders from the text (the book's 90/10 split by characters);
@@ -452,7 +468,14 @@ pub fn run<'a>(
             let tok = match data_in {
                 TrainingData::Text(text) => {
                     let (train_text, _) = split_text(text, settings.train_ratio);
-                    build_tokenizer(&settings.tokenizer, train_text, &data, quiet_line)?
+                    build_tokenizer(
+                        &settings.tokenizer,
+                        train_text,
+                        &data,
+                        quiet_line,
+                        &opts.stop,
+                    )?
+                    .ok_or_else(|| TrainError(STOPPED_BEFORE_TRAINING.into()))?
                 }
                 TrainingData::Tokens(d) => d.tokenizer.clone(),
             };
@@ -524,6 +547,9 @@ pub fn run<'a>(
             }
             if let Some(n) = opts.resume_grad_accum {
                 state.settings.grad_accum = n;
+            }
+            if let Some(k) = opts.resume_save_every {
+                state.settings.save_every = Some(k);
             }
             state.settings.validate()?;
             let (train, val, data_fingerprint) =

@@ -184,10 +184,17 @@ fn run(
                 )));
             }
             let spec = TokenizerSpec::Bpe(n);
-            let tok = build_tokenizer(&spec, &sample, &describe(inputs), |m| println!("{m}"))?;
+            let learned =
+                build_tokenizer(&spec, &sample, &describe(inputs), |m| println!("{m}"), stop)?;
+            let Some(tok) = learned else {
+                return Ok(None);
+            };
             (tok, spec.to_string())
         }
-        Source::Spec(spec) => (build_tokenizer(&spec, "", "", |_| {})?, spec.to_string()),
+        Source::Spec(spec) => match build_tokenizer(&spec, "", "", |_| {}, stop)? {
+            Some(tok) => (tok, spec.to_string()),
+            None => return Ok(None),
+        },
         Source::Files(tok) => {
             let name = match tok.kind() {
                 TokenizerKind::Gpt2 => "gpt2",

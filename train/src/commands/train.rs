@@ -52,8 +52,8 @@ pub struct TrainArgs {
     pub force: bool,
     /// Continue the run in DIR, writing into DIR only [default: start a new run]. The run keeps
     /// its settings and finds its data files again by itself; only --epochs and --max-steps (to
-    /// extend a finished run), --grad-accum and --data (when the files moved) may be given. DIR
-    /// is the run's directory, or its latest checkpoint.
+    /// extend a finished run), --grad-accum, --save-every and --data (when the files moved) may
+    /// be given. DIR is the run's directory, or its latest checkpoint.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// Tokens per training window, which is also the model's longest context, in tokens.
@@ -305,7 +305,6 @@ fn check_resume_flags(a: &TrainArgs) -> Result<(), TrainError> {
         ("--grad-clip", a.grad_clip.is_some()),
         ("--eval-freq", a.eval_freq.is_some()),
         ("--eval-iter", a.eval_iter.is_some()),
-        ("--save-every", a.save_every.is_some()),
         ("--seed", a.seed.is_some()),
         ("--train-ratio", a.train_ratio.is_some()),
         ("--start-context", a.start_context.is_some()),
@@ -313,7 +312,7 @@ fn check_resume_flags(a: &TrainArgs) -> Result<(), TrainError> {
     ];
     match given.iter().find(|(_, g)| *g) {
         Some((flag, _)) => Err(TrainError(format!(
-            "{flag} cannot change when resuming: the run keeps the settings saved in its checkpoint (only --epochs, --max-steps and --grad-accum can be given)"
+            "{flag} cannot change when resuming: the run keeps the settings saved in its checkpoint (only --epochs, --max-steps, --grad-accum, --save-every and --data can be given)"
         ))),
         None => Ok(()),
     }
@@ -501,6 +500,7 @@ fn train_in(a: &TrainArgs, coll: Arc<dyn Collective>) -> Result<i32, TrainError>
         resume_epochs: a.epochs.filter(|_| a.resume.is_some()),
         resume_max_steps: a.max_steps.filter(|_| a.resume.is_some()),
         resume_grad_accum: a.grad_accum.filter(|_| a.resume.is_some()),
+        resume_save_every: a.save_every.filter(|_| a.resume.is_some()),
         stop,
         stop_at_step: a.stop_at_step,
         min_secs_between_epoch_saves: a.save_minutes.max(0.0) * 60.0,
@@ -547,6 +547,11 @@ fn train_in(a: &TrainArgs, coll: Arc<dyn Collective>) -> Result<i32, TrainError>
         Err(e) => {
             if let Some(out) = &out {
                 out.abandon();
+            }
+            // Ctrl-C while the vocabulary was being learned: an interruption, not a failure
+            if e.0 == trainer::STOPPED_BEFORE_TRAINING {
+                eprintln!("{e}");
+                return Ok(130);
             }
             return Err(e);
         }

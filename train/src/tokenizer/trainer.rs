@@ -14,6 +14,8 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::{for_each_word, MergeRanks, Tokenizer, TokenizerError, TokenizerKind, END_OF_TEXT};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 type Pair = (u32, u32);
 
 fn pairs_of(word: &[u32]) -> impl Iterator<Item = Pair> + '_ {
@@ -27,8 +29,22 @@ impl Tokenizer {
     pub fn train_bpe(
         text: &str,
         vocab_size: usize,
-        mut progress: impl FnMut(usize, usize),
+        progress: impl FnMut(usize, usize),
     ) -> Result<Tokenizer, TokenizerError> {
+        let never = AtomicBool::new(false);
+        Self::train_bpe_until_stopped(text, vocab_size, progress, &never)
+            .map(|t| t.expect("learning that is never stopped ends with a tokenizer"))
+    }
+
+    /// [`Tokenizer::train_bpe`] that gives up, returning `None`, once `stop` is set (by Ctrl-C:
+    /// learning a large vocabulary from a large text takes minutes). `stop` is read after the
+    /// words are counted and after every merge.
+    pub fn train_bpe_until_stopped(
+        text: &str,
+        vocab_size: usize,
+        mut progress: impl FnMut(usize, usize),
+        stop: &AtomicBool,
+    ) -> Result<Option<Tokenizer>, TokenizerError> {
         if vocab_size < 257 {
             return Err(TokenizerError(format!(
                 "a byte-level BPE needs a vocabulary of at least 257 (256 bytes + <|endoftext|>), got {vocab_size}"
@@ -48,6 +64,9 @@ impl Tokenizer {
                 });
                 counts[i] += 1;
             });
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
         }
         // 2. pair counts and where each pair occurs
         let mut pair_count: HashMap<Pair, i64> = HashMap::new();
@@ -126,15 +145,45 @@ impl Tokenizer {
                 }
             }
             progress(ranks.len(), wanted);
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
         }
         decoder.push(END_OF_TEXT.as_bytes().to_vec());
         Tokenizer::from_parts(TokenizerKind::Bpe, decoder, MergeRanks::ByPair(ranks), true)
+            .map(Some)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learning_stops_when_asked() {
+        let text = "low lower lowest newer wider ".repeat(30);
+        let stop = AtomicBool::new(false);
+        let mut merges = 0;
+        let tok = Tokenizer::train_bpe_until_stopped(
+            &text,
+            300,
+            |done, _| {
+                merges = done;
+                if done == 3 {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            },
+            &stop,
+        )
+        .unwrap();
+        assert!(
+            tok.is_none() && merges == 3,
+            "stopped after the third merge"
+        );
+        // set before it starts: not even the words' pairs are counted
+        let tok = Tokenizer::train_bpe_until_stopped(&text, 300, |_, _| panic!("merged"), &stop);
+        assert!(tok.unwrap().is_none());
+    }
 
     #[test]
     fn learns_frequent_pairs_and_round_trips() {

@@ -94,11 +94,7 @@ fn ctrl_c_stops_after_saving() {
     let child = start_training(&out, &[]);
     wait_for_first_checkpoint(&out);
     std::thread::sleep(Duration::from_millis(100));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::interrupt(&child);
     let r = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&r.stdout);
     assert_eq!(
@@ -157,11 +153,7 @@ fn ctrl_c_while_learning_a_vocabulary_stops_at_once() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let sent = Instant::now();
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::interrupt(&child);
     let r = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(130), "{stderr}");

@@ -9,7 +9,7 @@ use common::{assert_ok, assert_one_line_error, bin};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use train::shards::{Manifest, Shard};
@@ -521,11 +521,7 @@ fn an_interrupted_or_failed_run_leaves_no_shard() {
                                     // Ctrl-C: exit status 130, nothing left
     let out = dir.join("ctrl-c");
     let child = start_on_a_pipe(&out, &text);
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::interrupt(&child);
     let r = child.wait_with_output().unwrap();
     assert_eq!(
         r.status.code(),

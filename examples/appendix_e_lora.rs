@@ -1,12 +1,14 @@
 //! Book appendix E: parameter-efficient fine-tuning with LoRA — the parameter counts of
-//! GPT-2 small before and after adding adapters, an adapter that changes nothing until it is
-//! trained, and merging the trained adapters back into plain weights.
+//! GPT-2 small before and after adding adapters (section E.4), an adapter that changes nothing
+//! until it is trained, and, beyond the book (its repository's bonus code has it), merging the
+//! trained adapters back into plain weights.
 //!
 //! `cargo run --release --example appendix_e_lora`
 //!
 //! The appendix's fine-tuning run (the chapter-6 spam classifier with rank-16 adapters) is the
-//! command line's `scratchgpt finetune classify --model gpt2-small --lora 16 …`, and
-//! `scratchgpt merge-lora` folds a run's adapters into its weights (README, "Fine-tuning").
+//! command line's `scratchgpt finetune classify --checkpoint gpt2 --lora 16 --train train.csv
+//! --val validation.csv --test test.csv`, and `scratchgpt merge-lora` folds a run's adapters
+//! into its weights (README, "Fine-tuning with LoRA").
 
 use model::classifier::{Classifier, Pool, Trainable};
 use model::lora::{add_lora, merge_lora, LoraConfig};
@@ -16,9 +18,9 @@ use tensor::{AdamW, Optimizer, Rng, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     train::cli::check_example_args(&[]);
-    // E.3 the counts on the book's model: GPT-2 small with chapter 6's two-class head
+    // E.4 the counts on the book's model: GPT-2 small with chapter 6's two-class head
     let (before, frozen, adapters) = gpt2_small_counts()?;
-    println!("E.3  GPT-2 small with a 2-class head");
+    println!("E.4  GPT-2 small with a 2-class head");
     println!("     trainable parameters before: {}", count(before));
     println!("     after freezing everything:   {}", count(frozen));
     println!(
@@ -38,8 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain = logits(&model, &ids, &lengths);
     let trainable = add_lora(&mut model, &LoraConfig::new(4), &ctx);
     println!(
-        "E.4  a small classifier with rank-4 adapters ({trainable} trainable values): largest \
-         change of its logits after adding them: {}",
+        "     a small classifier with rank-4 adapters ({} trainable values): largest change of \
+         its logits after adding them: {}",
+        count(trainable),
         max_abs_diff(&plain, &logits(&model, &ids, &lengths))
     );
 
@@ -61,11 +64,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let adapted = logits(&model, &ids, &lengths);
 
-    // merging: W' = W + (alpha/rank)·(A·B)ᵀ, after which the model is a plain one again
+    // beyond the book: merging, W' = W + (alpha/rank)·(A·B)ᵀ, after which the model is a plain
+    // one again (as fast as the base model)
     let with_adapters = model.num_parameters();
     merge_lora(&mut model);
     println!(
-        "E.5  merged: {} parameters (was {} with the adapters); largest change of the logits: {:.1e}",
+        "     merged (beyond the book): {} parameters (was {} with the adapters); largest change of the logits: {:.1e}",
         count(model.num_parameters()),
         count(with_adapters),
         max_abs_diff(&adapted, &logits(&model, &ids, &lengths))

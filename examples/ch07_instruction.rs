@@ -5,8 +5,9 @@
 //! `cargo run --release --example ch07_instruction`
 //!
 //! The fine-tuning run itself (GPT-2 medium in the book, on its 1,100 instructions) is the
-//! command line's `scratchgpt finetune instruct --model gpt2-medium --data instruction-data.json`,
-//! and talking to the result is `scratchgpt chat` (README, "Fine-tuning").
+//! command line's `scratchgpt finetune instruct --checkpoint gpt2-medium --data
+//! instruction-data.json`, and talking to the result is `scratchgpt chat` (README,
+//! "Fine-tuning").
 
 use tensor::ops::cross_entropy::IGNORE_INDEX;
 use tensor::Tensor;

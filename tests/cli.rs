@@ -490,8 +490,25 @@ fn resume_continues_in_place_and_finds_its_data_again() {
         let ckpt = run.join(format!("checkpoints/step-{step:08}"));
         assert!(ckpt.is_dir(), "{} missing", ckpt.display());
     }
+    // ... and 0 turns it off again: 13 → 17 keeps 13 and the end, 17
+    let r = bin()
+        .args([
+            "train",
+            "--resume",
+            o,
+            "--max-steps",
+            "17",
+            "--save-every",
+            "0",
+        ])
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    assert_ok(&r);
+    assert!(run.join("checkpoints/step-00000013").is_dir());
+    assert!(run.join("checkpoints/step-00000017").is_dir());
     // a damaged epoch order in the state file: one clear line, not an index out of bounds
-    let state_file = run.join("checkpoints/step-00000013/scratchgpt_state.json");
+    let state_file = run.join("checkpoints/step-00000017/scratchgpt_state.json");
     let mut state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     for order in [
@@ -501,7 +518,7 @@ fn resume_continues_in_place_and_finds_its_data_again() {
         state["order"] = order;
         std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
         let r = bin()
-            .args(["train", "--resume", o, "--max-steps", "14"])
+            .args(["train", "--resume", o, "--max-steps", "18"])
             .output()
             .unwrap();
         assert_one_line_error(&r, "is damaged");

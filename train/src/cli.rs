@@ -142,7 +142,7 @@ pub fn read_text_file(path: &Path) -> Result<String, TrainError> {
 pub fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
     on_ctrl_c(
         stop,
-        "stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
+        "stopping after this step and saving a checkpoint, or at once if no step has begun (Ctrl-C again to quit now)",
         "interrupted again: exiting now (the last complete checkpoint is intact)",
     );
 }

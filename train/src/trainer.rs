@@ -53,7 +53,7 @@ pub struct RunOptions {
     pub resume_epochs: Option<usize>,
     pub resume_max_steps: Option<usize>,
     pub resume_grad_accum: Option<usize>,
-    /// With `resume`: a new period of the extra checkpoints (`--save-every`).
+    /// With `resume`: a new period of the extra checkpoints (`--save-every`; 0 turns them off).
     pub resume_save_every: Option<usize>,
     /// Set (by Ctrl-C) to stop after the current step, saving a checkpoint.
     pub stop: Arc<AtomicBool>,
@@ -549,7 +549,7 @@ pub fn run<'a>(
                 state.settings.grad_accum = n;
             }
             if let Some(k) = opts.resume_save_every {
-                state.settings.save_every = Some(k);
+                state.settings.save_every = (k > 0).then_some(k);
             }
             state.settings.validate()?;
             let (train, val, data_fingerprint) =

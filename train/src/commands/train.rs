@@ -128,8 +128,9 @@ pub struct TrainArgs {
     /// Batches of training and of validation data per evaluation.
     #[arg(long, value_name = "N")]
     pub eval_iter: Option<usize>,
-    /// Also save a checkpoint every N optimizer steps [default: off; checkpoints are written at
-    /// the end, on Ctrl-C, and per --save-minutes].
+    /// Also save a checkpoint every N optimizer steps (the run keeps its latest two
+    /// checkpoints); 0 turns it off. May be changed when resuming [default: off; checkpoints are
+    /// written at the end, on Ctrl-C, and per --save-minutes].
     #[arg(long, value_name = "STEPS")]
     pub save_every: Option<usize>,
     /// At the end of an epoch, save a checkpoint if this many minutes passed since the last one.
@@ -260,7 +261,7 @@ pub fn settings_from_args(a: &TrainArgs) -> Result<TrainSettings, TrainError> {
         s.grad_accum = n;
     }
     if a.save_every.is_some() {
-        s.save_every = a.save_every;
+        s.save_every = a.save_every.filter(|&k| k > 0); // 0: off
     }
     if let Some(c) = a.grad_clip {
         s.grad_clip = if c == 0.0 { None } else { Some(c) };

@@ -10,7 +10,9 @@
 //!   other files in it, unless `--force` says to write there anyway.
 //! - **`--force`** moves the old run's files aside into `DIR/.replaced-<pid>/` and deletes
 //!   them only after the new run's first checkpoint is written. If the new run fails before
-//!   that, they are moved back: an error never costs the old run.
+//!   that, they are moved back: an error never costs the old run. If it was killed before
+//!   that (a second Ctrl-C, SIGKILL, a crash), the next command given DIR moves them back
+//!   ([`recover_replaced_run`]).
 //! - **`--resume DIR`** writes into DIR and nowhere else.
 //!
 //! A run that fails before its first checkpoint removes what it wrote, so a mistyped flag
@@ -39,6 +41,52 @@ pub const RUN_ENTRIES: [&str; 6] = [
     crate::report::REPORT_FILE,
 ];
 const STASH_PREFIX: &str = ".replaced-";
+
+/// Finishes what a `--force` run killed before its first checkpoint left undone (a process
+/// that is gone cannot move the old run back itself). If `dir` holds no run and a
+/// `.replaced-<pid>` stash of a process no longer running holds one, its files are moved back
+/// into `dir` and a note says so; a dead process's stash beside a run (killed between its
+/// first checkpoint and deleting the old run) is deleted, as that process would have.
+pub fn recover_replaced_run(dir: &Path) -> Result<(), TrainError> {
+    // whether a process still runs is read from /proc; without it, nothing is touched
+    let Some(entries) = Path::new("/proc/self")
+        .exists()
+        .then(|| std::fs::read_dir(dir).ok())
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let mut stashes: Vec<PathBuf> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid: u32 = name.strip_prefix(STASH_PREFIX)?.parse().ok()?;
+            let gone = pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
+            gone.then(|| e.path())
+        })
+        .collect();
+    stashes.sort();
+    for stash in stashes {
+        if holds_run(dir) {
+            let _ = std::fs::remove_dir_all(&stash);
+            continue;
+        }
+        for entry in RUN_ENTRIES {
+            let from = stash.join(entry);
+            let to = dir.join(entry);
+            if from.symlink_metadata().is_ok() && to.symlink_metadata().is_err() {
+                std::fs::rename(&from, &to).map_err(|e| io_error(&from, e))?;
+            }
+        }
+        let _ = std::fs::remove_dir(&stash);
+        eprintln!(
+            "note: {}: moved back the run that an interrupted --force had set aside in {}",
+            dir.display(),
+            stash.display()
+        );
+    }
+    Ok(())
+}
 
 /// True when `dir` holds (part of) a run: a checkpoint pointer, checkpoints or metrics.
 pub fn holds_run(dir: &Path) -> bool {
@@ -118,6 +166,7 @@ impl OutDir {
                 dir.display()
             )));
         }
+        recover_replaced_run(dir)?;
         if holds_numbered_runs(dir) {
             return Err(TrainError(format!(
                 "{}: is the folder of numbered runs ({}/run-0001, …); continue one of them with --resume {}/run-NNNN, or choose a new --out",
@@ -168,6 +217,7 @@ impl OutDir {
     /// `--resume DIR`: the run directory DIR (or, for a checkpoint inside a run,
     /// `run/checkpoints/step-N`, that run's directory).
     pub fn for_resume(dir: &Path) -> Result<OutDir, TrainError> {
+        recover_replaced_run(dir)?;
         let run = if dir.join(LATEST_FILE).is_file() {
             dir.to_path_buf()
         } else {
@@ -359,6 +409,42 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(STASH_PREFIX))
             .collect();
         assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_set_aside_by_a_killed_force_run_comes_back() {
+        // a process that is surely gone: the pid of a child that has exited and been reaped
+        let dead = std::process::Command::new("true")
+            .spawn()
+            .and_then(|mut c| c.wait().map(|_| c.id()))
+            .unwrap();
+        let dir = tmp("killed-force");
+        let stash = dir.join(format!("{STASH_PREFIX}{dead}"));
+        std::fs::create_dir_all(stash.join("checkpoints")).unwrap();
+        std::fs::write(stash.join(LATEST_FILE), "checkpoints/step-00000005").unwrap();
+        std::fs::write(stash.join("metrics.csv"), "old").unwrap();
+        // --resume finds the run again (its checkpoint pointer is back in place)
+        assert!(OutDir::for_resume(&dir).is_ok());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("metrics.csv")).unwrap(),
+            "old"
+        );
+        assert!(!stash.exists());
+        // beside a run, a dead process's stash is what that process would have deleted
+        std::fs::create_dir_all(stash.join("checkpoints")).unwrap();
+        std::fs::write(stash.join("metrics.csv"), "older").unwrap();
+        recover_replaced_run(&dir).unwrap();
+        assert!(!stash.exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("metrics.csv")).unwrap(),
+            "old"
+        );
+        // a live process's stash (this one's) is left alone
+        let mine = dir.join(format!("{STASH_PREFIX}{}", std::process::id()));
+        std::fs::create_dir_all(&mine).unwrap();
+        recover_replaced_run(&dir).unwrap();
+        assert!(mine.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -254,6 +254,35 @@ fn every_inspection_writes_figures_numbers_and_one_page() {
     // with 4 heads in all, every large map is on the page
     assert_eq!(page.matches("<title>query").count(), 4 * t * (t + 1) / 2);
     assert!(page.contains("at least 0.6"), "the thresholds are stated");
+    assert!(
+        page.contains("prompt &quot;"),
+        "each section names its prompt"
+    );
+    // a map of a head this model does not have (left by a larger model's inspection) does
+    // not stay behind, and a prompt too short for the statistics shows – rather than NaN
+    std::fs::write(out.join("attention-L7-H7.svg"), "<svg/>").unwrap();
+    let r = run(&[
+        "inspect",
+        "attention",
+        "--checkpoint",
+        &ckpt,
+        "--prompt",
+        "ab",
+        "--out",
+        out_s,
+        "--layer",
+        "0",
+        "--head",
+        "1",
+    ]);
+    assert_ok(&r);
+    assert!(out.join("attention-L0-H1.svg").is_file());
+    assert!(
+        !out.join("attention-L7-H7.svg").exists(),
+        "a stale map stayed"
+    );
+    let grid = std::fs::read_to_string(out.join("attention-grid.svg")).unwrap();
+    assert!(!grid.contains("NaN"), "{grid}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -278,7 +307,7 @@ fn long_prompts_keep_their_last_tokens_and_say_so() {
     assert_ok(&r);
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(
-        stderr.starts_with("note: ") && stderr.contains("last 32 tokens"),
+        stderr.starts_with("note: ") && stderr.contains("the model sees only the last 32"),
         "{stderr}"
     );
     let json: serde_json::Value =
@@ -302,7 +331,7 @@ fn long_prompts_keep_their_last_tokens_and_say_so() {
     ]);
     assert_ok(&r);
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(page.contains("only its last 8 tokens are shown"));
+    assert!(page.contains("the model sees only the last 8"));
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -438,6 +467,11 @@ fn bench_context_measures_time_and_memory_and_writes_plots() {
         "{stdout}"
     );
     assert!(stdout.contains("stopped after T = 64"), "{stdout}");
+    // no point reaches T = 512: the fit says it is over every T, not over T ≥ 512
+    assert!(
+        stdout.contains("over every T measured") && !stdout.contains("T ≥ 512"),
+        "{stdout}"
+    );
     let csv = std::fs::read_to_string(out.join("context.csv")).unwrap();
     let rows: Vec<Vec<&str>> = csv
         .lines()
@@ -474,6 +508,15 @@ fn bench_context_measures_time_and_memory_and_writes_plots() {
     assert_well_formed(&page, "bench index.html");
     assert_self_contained(&page);
     assert!(page.contains("id=\"context\""));
+    let r = run(&[
+        "bench",
+        "context",
+        "--reps",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&r, "--reps must be at least 1");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

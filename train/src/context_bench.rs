@@ -157,6 +157,17 @@ fn fit_points(points: &[(f64, f64)]) -> Option<f64> {
     fit_power_law(use_pts).map(|(b, _)| b)
 }
 
+/// Which points [`fit_points`] fits over, for the printed and HTML labels.
+fn fit_range(ts: &[usize]) -> String {
+    if ts.iter().filter(|&&t| t >= FIT_FROM_T).count() >= 2 {
+        format!("over T ≥ {FIT_FROM_T}")
+    } else {
+        format!(
+            "over every T measured, as fewer than two reach T = {FIT_FROM_T}: at small T fixed costs weigh, so read these with care"
+        )
+    }
+}
+
 /// Forward FLOPs per token of one transformer layer of width `c` at context length `t`:
 /// `(attention, rest)`. Attention is the T-dependent part, QKᵀ and the weighted sum, 2·C
 /// multiply-adds per key each; with the causal mask a token sees (T+1)/2 keys on average, so
@@ -198,12 +209,15 @@ pub fn run_context_bench(a: &ContextArgs) -> Result<i32, TrainError> {
             "--heads and --head-size must be at least 1".into(),
         ));
     }
+    if a.reps == 0 {
+        return Err(TrainError("--reps must be at least 1".into()));
+    }
     std::fs::create_dir_all(&a.out).map_err(|e| io_error(&a.out, e))?;
     let machine = tensor::kernels::describe();
     println!("{machine}");
     println!(
-        "causal attention forward + backward, batch 1, {} heads of size {}, {} threads; best of {} (one run when over 1 s)",
-        a.heads,
+        "causal attention forward + backward, batch 1, {} of size {}, {} threads; best of {} (one run when over 1 s)",
+        crate::counted(a.heads, "head", "heads"),
         a.head_size,
         rayon::current_num_threads(),
         a.reps
@@ -286,8 +300,10 @@ pub fn run_context_bench(a: &ContextArgs) -> Result<i32, TrainError> {
         fit_points(&mem_pts(&composed)),
     ];
     let e = |x: Option<f64>| x.map_or("–".into(), |b| format!("{b:.2}"));
+    let measured_ts: Vec<usize> = fused.iter().map(|p| p.t).collect();
+    let range = fit_range(&measured_ts);
     println!(
-        "fitted exponents (cost ∝ T^b, least squares on log-log, T ≥ {FIT_FROM_T}): time fused {}, composed {}; memory fused {}, composed {}",
+        "fitted exponents (cost ∝ T^b, least squares on log-log, {range}): time fused {}, composed {}; memory fused {}, composed {}",
         e(exps[0]),
         e(exps[1]),
         e(exps[2]),
@@ -427,14 +443,14 @@ pub fn run_context_bench(a: &ContextArgs) -> Result<i32, TrainError> {
         .collect();
     let html = format!(
         "<section id=\"context\">\n<h2>Attention's cost against the context length (book chapter 3)</h2>\n<p class=\"note\">{}; \
-         causal attention forward + backward, batch 1, {} heads of size {}, {} threads, best of {}.{}</p>\n{}\
-         <p>Fitted exponents (cost ∝ T<sup>b</sup>, least squares on log T and log cost over T ≥ {FIT_FROM_T}): time fused {}, composed {}; \
+         causal attention forward + backward, batch 1, {} of size {}, {} threads, best of {}.{}</p>\n{}\
+         <p>Fitted exponents (cost ∝ T<sup>b</sup>, least squares on log T and log cost {}): time fused {}, composed {}; \
          peak memory fused {}, composed {}.</p>\n<figure>{}</figure>\n<figure>{}</figure>\n\
          <h3>Where attention dominates a GPT-2 small layer</h3>\n<p>Forward FLOPs per token of one layer (C = {c}): attention's \
          T-dependent products against the projections and the feed-forward network. Attention reaches the rest at T = {cross} \
          (causal: each token sees (T+1)/2 keys on average; computing the full T×T matrix crosses at T = {}).</p>\n{}<figure>{}</figure>\n</section>\n",
         xml_escape(&machine),
-        a.heads,
+        crate::counted(a.heads, "head", "heads"),
         a.head_size,
         rayon::current_num_threads(),
         a.reps,
@@ -445,6 +461,7 @@ pub fn run_context_bench(a: &ContextArgs) -> Result<i32, TrainError> {
             &["T", "fused ms", "fused peak MB", "composed ms", "composed peak MB"],
             &rows
         ),
+        xml_escape(&range),
         e(exps[0]),
         e(exps[1]),
         e(exps[2]),

@@ -111,6 +111,7 @@ pub fn inspect_command(cmd: &InspectCommand) -> Result<i32, TrainError> {
             let p = prepare(&a.input)?;
             let heads = (p.model.cfg.n_layers, p.model.cfg.n_heads);
             let shown = pick_heads(heads, a.layer, a.head)?;
+            check_attention_size(heads.0 * heads.1, p.ids.len())?;
             let section = attention_section(&p.model, &p.tok, &p.ids, &p.about, shown);
             finish(&p, "attention", section)
         }
@@ -135,6 +136,29 @@ pub fn inspect_command(cmd: &InspectCommand) -> Result<i32, TrainError> {
             finish(&p, "layer-norm", section)
         }
     }
+}
+
+/// Attention-map cells (one per query and key it may see, for every head) above which
+/// `inspect attention` refuses: each cell is drawn twice (in the grid and in its head's map),
+/// about 6–13 bytes each, so this is a few hundred MB of SVG.
+const MAX_ATTENTION_CELLS: usize = 20_000_000;
+
+/// Refuses an attention inspection whose maps would be too large to write or to open (GPT-2
+/// small's 144 heads over its full context of 1,024 tokens: 76 million cells).
+fn check_attention_size(heads: usize, t: usize) -> Result<(), TrainError> {
+    let cells = |t: usize| heads * t * (t + 1) / 2;
+    if cells(t) <= MAX_ATTENTION_CELLS {
+        return Ok(());
+    }
+    let most = (1..t)
+        .rev()
+        .find(|&n| cells(n) <= MAX_ATTENTION_CELLS)
+        .unwrap_or(1);
+    Err(TrainError(format!(
+        "the attention maps of {heads} heads over {t} tokens would be {:.0} million cells of SVG (the limit is {} million); give --max-tokens {most} or less (logit-lens and layer-norm have no such limit)",
+        cells(t) as f64 / 1e6,
+        MAX_ATTENTION_CELLS / 1_000_000
+    )))
 }
 
 /// A model, its tokenizer, the prompt's ids and where the output goes.
@@ -163,10 +187,17 @@ fn prepare(a: &InspectInput) -> Result<Prepared, TrainError> {
         ));
     }
     let limit = a.max_tokens.min(model.cfg.context_length);
+    // the page may gather sections of several inspections: each names its prompt
+    let shown: String = a.prompt.chars().take(60).collect();
+    let ellipsis = if shown.len() < a.prompt.len() {
+        "…"
+    } else {
+        ""
+    };
     let mut about = format!(
-        "checkpoint {}, prompt of {} tokens",
+        "checkpoint {}, prompt {:?}{ellipsis}",
         a.checkpoint.display(),
-        ids.len()
+        shown
     );
     if ids.len() > limit {
         let why = if limit == model.cfg.context_length {
@@ -175,12 +206,14 @@ fn prepare(a: &InspectInput) -> Result<Prepared, TrainError> {
             format!("--max-tokens {limit}")
         };
         let note = format!(
-            "the prompt is {} tokens, more than {why}; only its last {limit} tokens are shown",
+            "{} tokens, more than {why}: the model sees only the last {limit}",
             ids.len()
         );
-        eprintln!("note: {note}");
+        eprintln!("note: the prompt is {note}");
         ids.drain(..ids.len() - limit);
         let _ = write!(about, " ({note})");
+    } else {
+        let _ = write!(about, " ({})", crate::counted(ids.len(), "token", "tokens"));
     }
     Ok(Prepared {
         model,
@@ -201,6 +234,19 @@ pub struct Section {
 /// fragment in the directory.
 fn finish(p: &Prepared, name: &str, section: Section) -> Result<i32, TrainError> {
     std::fs::create_dir_all(&p.out).map_err(|e| io_error(&p.out, e))?;
+    // figures of an earlier inspection of the same kind that this one does not replace (the
+    // per-head maps of a model with more layers or heads) would otherwise stay beside it
+    if let Ok(entries) = std::fs::read_dir(&p.out) {
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let stale = file.starts_with(&format!("{name}-"))
+                && file.ends_with(".svg")
+                && !section.files.iter().any(|(f, _)| *f == file);
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     for (file, content) in &section.files {
         write(&p.out.join(file), content)?;
     }
@@ -353,11 +399,15 @@ fn head_caption(s: &HeadStats) -> String {
             "–".into()
         }
     };
+    let entropy = if s.entropy_bits.is_finite() {
+        format!("{:.2} bits", s.entropy_bits)
+    } else {
+        "–".into()
+    };
     format!(
-        "layer {} head {}: entropy {:.2} bits, previous {}, first {}, self {}{}",
+        "layer {} head {}: entropy {entropy}, previous {}, first {}, self {}{}",
         s.layer,
         s.head,
-        s.entropy_bits,
         pct(s.previous),
         pct(s.first),
         pct(s.itself),
@@ -632,7 +682,7 @@ pub fn logit_lens_section(
         cells: &top_cells,
         row_labels: &row_labels,
         col_labels: &col_labels,
-        row_axis: "residual stream after",
+        row_axis: "residual stream",
         col_axis: "position (input token)",
         value_name: "probability",
     });
@@ -641,7 +691,7 @@ pub fn logit_lens_section(
         cells: &rank_cells,
         row_labels: &row_labels,
         col_labels: &col_labels,
-        row_axis: "residual stream after",
+        row_axis: "residual stream",
         col_axis: "position (input token)",
         value_name: "1 − ln(rank)/ln(V): dark = rank 1",
     });
@@ -781,6 +831,15 @@ pub fn layer_norm_section(model: &GptModel, ids: &[usize], about: &str) -> Secti
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn attention_maps_of_bounded_size() {
+        // GPT-2 small: its full context is refused, naming the largest length allowed
+        let e = super::check_attention_size(144, 1024).unwrap_err().0;
+        assert!(e.contains("--max-tokens 526"), "{e}");
+        assert!(super::check_attention_size(144, 526).is_ok());
+        assert!(super::check_attention_size(16, 128).is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -392,6 +392,20 @@ fn bad_input_is_one_error_line() {
         out_s,
     ]);
     assert_one_line_error(&r, "--head 9 is out of range");
+    // --out naming a file
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let r = run(&[
+        "inspect",
+        "layer-norm",
+        "--checkpoint",
+        &ckpt,
+        "--prompt",
+        "x",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&r, "is a file; --out takes a directory");
     let r = run(&[
         "inspect",
         "logit-lens",

@@ -243,10 +243,13 @@ pub fn run_context_bench(a: &ContextArgs) -> Result<i32, TrainError> {
         let c = if composed_stop.is_some() {
             None
         } else if t > a.composed_max_t {
-            composed_stop = Some(format!(
-                "stopped after T = {} (--composed-max-t)",
-                a.composed_max_t
-            ));
+            composed_stop = Some(match composed.last() {
+                Some(last) => format!("stopped after T = {} (--composed-max-t)", last.t),
+                None => format!(
+                    "not run (--composed-max-t {} is below --min-t {})",
+                    a.composed_max_t, a.min_t
+                ),
+            });
             None
         } else {
             let predicted = composed.last().and_then(|p| {

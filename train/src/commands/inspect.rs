@@ -178,6 +178,12 @@ fn prepare(a: &InspectInput) -> Result<Prepared, TrainError> {
     if a.max_tokens == 0 {
         return Err(TrainError("--max-tokens must be at least 1".into()));
     }
+    if a.out.exists() && !a.out.is_dir() {
+        return Err(TrainError(format!(
+            "{}: is a file; --out takes a directory",
+            a.out.display()
+        )));
+    }
     let ctx = Context::for_loading();
     let (model, tok) = crate::lora::load_with_adapters(&a.checkpoint, &ctx)?;
     let mut ids = tok.encode(&a.prompt);

@@ -18,7 +18,7 @@
 //! - the bonus material's `LinearWithLoRAMerged` is [`merge_lora`]: fold `ΔW` into `W` and drop
 //!   the adapter, leaving a plain model that is as fast as the base one.
 //!
-//! **The scaling `s`.** The book as printed computes `alpha·(x·A·B)`; the repository since
+//! **The scaling `s`.** The book as first printed computes `alpha·(x·A·B)`; the repository since
 //! September 2025 (issue #821, PR #823) computes `(alpha/rank)·(x·A·B)`, as the LoRA paper does.
 //! [`LoraScaling`] offers both; alpha/rank is the default. With the book's rank 16 and alpha 16
 //! the two differ by a factor of 16, which is why the book-era run used a learning rate of
@@ -42,7 +42,7 @@ use crate::module::{join, Context, Module};
 pub enum LoraScaling {
     /// `s = alpha / rank`: the LoRA paper and the book's repository since PR #823 (default).
     AlphaOverRank,
-    /// `s = alpha`: the book as printed (appendix E before September 2025).
+    /// `s = alpha`: the book as first printed (appendix E before September 2025).
     Alpha,
 }
 

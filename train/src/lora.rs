@@ -43,7 +43,7 @@ pub struct LoraArgs {
     )]
     pub lora_alpha: Option<f32>,
     /// How the adapters' output is scaled: alpha-over-rank (the LoRA paper and the book's
-    /// repository today) or alpha (the book as printed) [default: alpha-over-rank].
+    /// repository today) or alpha (the book as first printed) [default: alpha-over-rank].
     #[arg(long, requires = "lora", value_name = "HOW")]
     pub lora_scaling: Option<String>,
 }

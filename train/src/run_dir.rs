@@ -284,6 +284,11 @@ impl OutDir {
         }
         if self.created {
             let _ = std::fs::remove_dir_all(&self.path);
+            // and `runs/` itself when this run was all it held (remove_dir leaves a
+            // non-empty directory alone)
+            if let Some(root) = &self.link_root {
+                let _ = std::fs::remove_dir(root);
+            }
             return;
         }
         for entry in RUN_ENTRIES {
@@ -371,7 +376,12 @@ mod tests {
         let c = OutDir::new_numbered(&root).unwrap();
         c.abandon();
         assert!(!root.join("run-0003").exists());
+        assert!(root.exists(), "the other runs stay");
         std::fs::remove_dir_all(&root).unwrap();
+        // the first run failing leaves no empty runs/ either
+        let first = OutDir::new_numbered(&root).unwrap();
+        first.abandon();
+        assert!(!root.exists());
     }
 
     #[test]

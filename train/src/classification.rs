@@ -72,19 +72,35 @@ pub fn read_examples(path: &Path, columns: &Columns) -> Result<Vec<Example>, Tra
             path.display()
         )));
     }
-    let tsv = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("tsv" | "tab")
-    );
+    let tsv = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv") || e.eq_ignore_ascii_case("tab"));
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(if tsv { b'\t' } else { b',' })
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| TrainError(format!("{}: {e}", path.display())))?;
+        .from_reader(&bytes[..]);
+    // Lines are counted from the records' byte offsets: the csv crate's own line numbers
+    // run ahead on files with CRLF line ends (Excel's and Python's default).
+    // (a record's offset may point at the line end before it: those bytes count as before it)
+    let record_start = |byte: u64| {
+        let mut at = (byte as usize).min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        at
+    };
+    let line_at = |byte: u64| {
+        1 + bytes[..record_start(byte)]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64
+    };
     let at = |e: csv::Error| {
         let line = e
             .position()
-            .map(|p| format!(":{}", p.line()))
+            .map(|p| format!(":{}", line_at(p.byte())))
             .unwrap_or_default();
         TrainError(format!("{}{line}: {}", path.display(), csv_reason(&e)))
     };
@@ -104,23 +120,36 @@ pub fn read_examples(path: &Path, columns: &Columns) -> Result<Vec<Example>, Tra
             )));
         }
         header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            let tabs = !tsv && header.len() == 1 && header[0].contains('\t');
             TrainError(format!(
-                "{}: no column {name:?} (the header has {}); choose the column with {flag}",
+                "{}: no column {name:?} (the header has {}); {}",
                 path.display(),
                 header
                     .iter()
                     .map(|h| format!("{h:?}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if tabs {
+                    "its columns are separated by tabs: name the file .tsv to read it as tab-separated".to_string()
+                } else {
+                    format!("choose the column with {flag}")
+                }
             ))
         })
     };
     let text_col = find(&columns.text, "--text-column")?;
     let label_col = find(&columns.label, "--label-column")?;
     let mut out = Vec::new();
+    let (mut counted_to, mut lines_before) = (0usize, 0u64);
     for record in reader.records() {
         let record = record.map_err(at)?;
-        let line = record.position().map_or(0, |p| p.line());
+        let byte = record_start(record.position().map_or(0, |p| p.byte()));
+        lines_before += bytes[counted_to.min(byte)..byte]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        counted_to = byte;
+        let line = 1 + lines_before;
         let field = |i: usize| record.get(i).unwrap_or("").to_string();
         let (text, label) = (field(text_col), field(label_col).trim().to_string());
         if text.trim().is_empty() {
@@ -404,9 +433,9 @@ impl Task for Classification<'_> {
         })
     }
 
-    fn end_of_epoch(&self, epoch: usize) -> Option<String> {
-        // the book evaluates accuracy on 5 batches (its eval_iter) after every epoch
-        let (train, val) = self.accuracies(5);
+    fn end_of_epoch(&self, epoch: usize, eval_iter: usize) -> Option<String> {
+        // the book evaluates accuracy on eval_iter batches (5) after every epoch
+        let (train, val) = self.accuracies(eval_iter);
         Some(format!(
             "Ep {epoch}: Training accuracy: {:.2}% | Validation accuracy: {:.2}%",
             100.0 * train,
@@ -584,6 +613,33 @@ mod tests {
         let p = std::env::temp_dir().join(format!("scratchgpt-cls-{}-{name}", std::process::id()));
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn lines_are_right_with_crlf_ends_and_tabs_get_a_hint() {
+        // a quoted field over two lines, CRLF ends: the empty text is on line 5
+        let p = write(
+            "crlf.csv",
+            "Label,Text\r\nham,hello\r\nspam,\"two\r\nlines\"\r\nham, \r\n",
+        );
+        let err = read_examples(&p, &Columns::default()).unwrap_err().0;
+        assert!(err.ends_with("crlf.csv:5: the text is empty"), "{err}");
+        let p = write(
+            "ok.csv",
+            "Label,Text\r\nham,a\r\nspam,\"b\r\nc\"\r\nham,d\r\n",
+        );
+        let lines: Vec<u64> = read_examples(&p, &Columns::default())
+            .unwrap()
+            .iter()
+            .map(|e| e.line)
+            .collect();
+        assert_eq!(lines, [2, 3, 5]);
+        // tab-separated data in a .csv file: the error says how to read it; .TSV is a TSV
+        let p = write("tabs.csv", "Label\tText\nham\thello\n");
+        let err = read_examples(&p, &Columns::default()).unwrap_err().0;
+        assert!(err.contains("name the file .tsv"), "{err}");
+        let p = write("upper.TSV", "Label\tText\nham\thello\n");
+        assert_eq!(read_examples(&p, &Columns::default()).unwrap().len(), 1);
     }
 
     #[test]

@@ -64,9 +64,32 @@ pub fn format_response(output: &str) -> String {
 /// `input` may be missing (taken as empty); every error names the file and the entry.
 pub fn read_entries(path: &Path) -> Result<Vec<InstructionEntry>, TrainError> {
     let text = crate::cli::read_text_file(path)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text); // a byte-order mark
     let trimmed = text.trim_start();
-    let values: Vec<(String, serde_json::Value)> = if trimmed.starts_with('[') {
-        let v: serde_json::Value = serde_json::from_str(&text)
+    // The whole file as one JSON object: one entry (even pretty-printed), or, without an
+    // "instruction", a wrapper such as {"data": [...]} that is neither layout: say so.
+    let whole: Option<serde_json::Value> = trimmed
+        .starts_with('{')
+        .then(|| serde_json::from_str(text).ok())
+        .flatten();
+    let values: Vec<(String, serde_json::Value)> = if let Some(v) = whole {
+        let obj = v.as_object().expect("starts with {");
+        if !obj.contains_key("instruction") {
+            let keys: Vec<&String> = obj.keys().take(4).collect();
+            return Err(TrainError(format!(
+                "{}: is one JSON object (keys {keys:?}), not an entry; expected a JSON array of entries, or JSON Lines (one entry per line)",
+                path.display()
+            )));
+        }
+        // named as JSON Lines name it when it is one line
+        let at = if trimmed.trim_end().lines().count() == 1 {
+            "line 1"
+        } else {
+            "the entry"
+        };
+        vec![(at.to_string(), v)]
+    } else if trimmed.starts_with('[') {
+        let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| TrainError(format!("{}: not valid JSON: {e}", path.display())))?;
         v.as_array()
             .expect("starts with [")
@@ -317,7 +340,7 @@ impl Task for InstructionTuning<'_> {
         })
     }
 
-    fn end_of_epoch(&self, epoch: usize) -> Option<String> {
+    fn end_of_epoch(&self, epoch: usize, _eval_iter: usize) -> Option<String> {
         let sample = crate::trainer::sample_text(
             self.model,
             self.tokenizer,
@@ -377,6 +400,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bom_one_pretty_entry_and_a_wrapper_object() {
+        let dir = std::env::temp_dir();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(format!("scratchgpt-instr-{}-{name}", std::process::id()));
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let entry = r#"{"instruction": "Say hi.", "input": "", "output": "Hi."}"#;
+        // a byte-order mark before an array
+        let p = file("bom.json", &format!("\u{feff}[{entry}]"));
+        assert_eq!(read_entries(&p).unwrap().len(), 1);
+        // one entry, pretty-printed over several lines
+        let p = file("one.json", &entry.replace(", ", ",\n  "));
+        assert_eq!(read_entries(&p).unwrap()[0].output, "Hi.");
+        // a wrapper object is named as such
+        let p = file("wrapped.json", &format!("{{\n  \"data\": [{entry}]\n}}"));
+        let err = read_entries(&p).unwrap_err().0;
+        assert!(
+            err.contains("is one JSON object") && err.contains("\"data\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_book_collate_example() {
         // book section 7.3: inputs [0,1,2,3,4], [5,6], [7,8,9]
         let c = collate(&[&[0, 1, 2, 3, 4], &[5, 6], &[7, 8, 9]], 50256, None, None);
@@ -428,7 +475,8 @@ mod tests {
         std::fs::write(&p, "{\"instruction\": \"a\", \"output\": \"b\"}\n\n{\"instruction\": \"c\", \"input\": \"x\", \"output\": \"d\"}\n").unwrap();
         assert_eq!(read_entries(&p).unwrap()[1].input, "x");
         for (text, needle) in [
-            (r#"{"a": 1}"#, "line 1 has no \"instruction\""),
+            (r#"{"a": 1}"#, "is one JSON object"),
+            ("{\"a\": 1}\n{\"b\": 2}", "line 1 has no \"instruction\""),
             (r#"[{"instruction": "a"}]"#, "entry 0 has no \"output\""),
             (r#"[{"instruction": 3, "output": "b"}]"#, "must be a string"),
             (r#"[1]"#, "entry 0 is not a JSON object"),

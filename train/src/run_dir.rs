@@ -32,13 +32,16 @@ pub const LATEST_LINK: &str = "latest";
 /// The files and folders a run owns inside its directory (what `--force` replaces): the
 /// first four mark a directory as holding a run, the others (epoch samples, the report page)
 /// belong to it too.
-pub const RUN_ENTRIES: [&str; 6] = [
+pub const RUN_ENTRIES: [&str; 9] = [
     LATEST_FILE,
     "checkpoints",
     "metrics.csv",
     "loss.svg",
     crate::report::SAMPLES_FILE,
     crate::report::REPORT_FILE,
+    crate::commands::finetune::ACCURACY_FILE,
+    crate::commands::finetune::ACCURACY_PLOT,
+    crate::commands::instruct::RESPONSES_FILE,
 ];
 const STASH_PREFIX: &str = ".replaced-";
 
@@ -146,8 +149,10 @@ impl OutDir {
     }
 
     /// `--out DIR`: refuses a directory holding a run or other files unless `force`; with
-    /// `force`, moves an old run's files aside (see the module docs).
-    pub fn at(dir: &Path, force: bool) -> Result<OutDir, TrainError> {
+    /// `force`, moves an old run's files aside (see the module docs). `resumable`: the command
+    /// can continue a run with `--resume` (`train`; the fine-tuning commands cannot), which
+    /// the refusal then suggests.
+    pub fn at(dir: &Path, force: bool, resumable: bool) -> Result<OutDir, TrainError> {
         let mut out = OutDir {
             path: dir.to_path_buf(),
             link_root: None,
@@ -180,9 +185,13 @@ impl OutDir {
                 .and_then(|c| checkpoint::read_state(&c))
                 .map(|s| format!(" (at step {})", s.step))
                 .unwrap_or_default();
+            let continue_it = if resumable {
+                format!("continue it with --resume {}, or ", dir.display())
+            } else {
+                String::new()
+            };
             return Err(TrainError(format!(
-                "{}: already holds a run{at}; continue it with --resume {}, or replace it with --force",
-                dir.display(),
+                "{}: already holds a run{at}; {continue_it}replace it with --force, or choose another --out",
                 dir.display()
             )));
         }
@@ -389,9 +398,15 @@ mod tests {
         let dir = tmp("force");
         std::fs::write(dir.join("metrics.csv"), "old").unwrap();
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
-        assert!(OutDir::at(&dir, false).unwrap_err().0.contains("--force"));
+        assert!(OutDir::at(&dir, false, true)
+            .unwrap_err()
+            .0
+            .contains("--force"));
+        // a fine-tuning command cannot continue a run: it does not suggest --resume
+        let e = OutDir::at(&dir, false, false).unwrap_err().0;
+        assert!(e.contains("--force") && !e.contains("--resume"), "{e}");
         // fails before a checkpoint: the old run comes back
-        let out = OutDir::at(&dir, true).unwrap();
+        let out = OutDir::at(&dir, true, true).unwrap();
         assert!(!dir.join("metrics.csv").exists());
         std::fs::write(dir.join("metrics.csv"), "new").unwrap();
         out.abandon();
@@ -399,10 +414,13 @@ mod tests {
             std::fs::read_to_string(dir.join("metrics.csv")).unwrap(),
             "old"
         );
-        // succeeds: the old run's files go (its samples and report page too), other files stay
+        // succeeds: the old run's files go (its samples, report page and a fine-tuning run's
+        // accuracies too), other files stay
         std::fs::write(dir.join(crate::report::SAMPLES_FILE), "old samples").unwrap();
-        let out = OutDir::at(&dir, true).unwrap();
+        std::fs::write(dir.join("accuracy.svg"), "<svg/>").unwrap();
+        let out = OutDir::at(&dir, true, true).unwrap();
         assert!(!dir.join(crate::report::SAMPLES_FILE).exists());
+        assert!(!dir.join("accuracy.svg").exists());
         std::fs::write(dir.join("metrics.csv"), "new").unwrap();
         out.checkpoint_written();
         assert_eq!(
@@ -462,10 +480,13 @@ mod tests {
     fn other_files_need_force_and_new_directories_are_removed_on_failure() {
         let dir = tmp("other");
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
-        assert!(OutDir::at(&dir, false).unwrap_err().0.contains("not empty"));
+        assert!(OutDir::at(&dir, false, true)
+            .unwrap_err()
+            .0
+            .contains("not empty"));
         // --force into it: a file named like a run's is put back if the run fails early
         std::fs::write(dir.join("index.html"), "my page").unwrap();
-        let out = OutDir::at(&dir, true).unwrap();
+        let out = OutDir::at(&dir, true, true).unwrap();
         std::fs::write(dir.join("index.html"), "a report").unwrap();
         out.abandon();
         assert_eq!(
@@ -477,7 +498,7 @@ mod tests {
             "mine"
         );
         let fresh = dir.join("new");
-        let out = OutDir::at(&fresh, false).unwrap();
+        let out = OutDir::at(&fresh, false, true).unwrap();
         assert!(fresh.is_dir());
         out.abandon();
         assert!(!fresh.exists());

@@ -709,8 +709,8 @@ pub trait Task {
         eval_iter: usize,
         orders: Option<&EvalOrders>,
     ) -> Result<Evaluation, TrainError>;
-    /// A line to print after each epoch (`Ep N …`), if any.
-    fn end_of_epoch(&self, epoch: usize) -> Option<String>;
+    /// A line to print after each epoch (`Ep N …`), if any; `eval_iter` as for [`Task::evaluate`].
+    fn end_of_epoch(&self, epoch: usize, eval_iter: usize) -> Option<String>;
 }
 
 /// One of `count` equal parts of a training batch: gradient accumulation computes a batch as
@@ -836,7 +836,7 @@ impl Task for LanguageModeling<'_> {
         })
     }
 
-    fn end_of_epoch(&self, epoch: usize) -> Option<String> {
+    fn end_of_epoch(&self, epoch: usize, _eval_iter: usize) -> Option<String> {
         let sample = sample_text(
             self.model,
             self.tokenizer,
@@ -1035,7 +1035,10 @@ pub fn train_loop(
         }
         if state.batch_in_epoch >= nb {
             ctx.eval();
-            if let Some(line) = root.then(|| task.end_of_epoch(state.epoch + 1)).flatten() {
+            if let Some(line) = root
+                .then(|| task.end_of_epoch(state.epoch + 1, s.eval_iter))
+                .flatten()
+            {
                 rep.line(&line);
                 // kept for the run's report page (crate::report)
                 crate::report::record_epoch_line(

@@ -40,6 +40,7 @@ pub fn classify_command(a: &ClassifyArgs) -> Result<i32, TrainError> {
     }
     let path = a.file.as_ref().expect("clap requires --text or --file");
     let text = crate::cli::read_text_file(path)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text); // a byte-order mark is no text
     let lines: Vec<String> = text
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -4,6 +4,7 @@
 //! training loop ([`crate::trainer::train_loop`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,10 @@ use crate::metrics::accuracy_plot_svg;
 use crate::run_dir::{OutDir, RUNS_ROOT};
 use crate::settings::TrainSettings;
 use crate::trainer::Session;
+
+/// A classification run's final accuracies (training, validation, test) and their plot.
+pub const ACCURACY_FILE: &str = "accuracy.json";
+pub const ACCURACY_PLOT: &str = "accuracy.svg";
 
 #[derive(Subcommand, Debug)]
 pub enum FinetuneCommand {
@@ -274,7 +279,7 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         },
     };
     let out = Arc::new(match &a.out {
-        Some(dir) => OutDir::at(dir, a.force)?,
+        Some(dir) => OutDir::at(dir, a.force, false)?,
         None => OutDir::new_numbered(Path::new(RUNS_ROOT))?,
     });
     if !a.quiet {
@@ -350,13 +355,25 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
             })
         }),
     };
+    let stop = Arc::new(AtomicBool::new(false));
     let summary = super::run_in(
         &out,
         &task,
         &mut session,
         vec![a.train.clone(), a.val.clone()],
         a.quiet,
+        &stop,
     )?;
+    if summary.interrupted {
+        if !a.quiet {
+            println!(
+                "stopped after {}; checkpoint: {} (the accuracies on every set were not computed)",
+                crate::counted(summary.steps, "step", "steps"),
+                summary.checkpoint.display()
+            );
+        }
+        return Ok(130);
+    }
 
     // ------------------------------------------------ final accuracy on every set
     classifier.eval();
@@ -376,11 +393,11 @@ pub fn classify_command(a: &ClassifyTrainArgs) -> Result<i32, TrainError> {
         results["test_accuracy"] = json!(t);
     }
     model::weights::write_atomically(
-        &out.path.join("accuracy.json"),
+        &out.path.join(ACCURACY_FILE),
         &serde_json::to_vec_pretty(&results).expect("results serialise"),
     )?;
     model::weights::write_atomically(
-        &out.path.join("accuracy.svg"),
+        &out.path.join(ACCURACY_PLOT),
         accuracy_plot_svg(&summary.history, &session.title).as_bytes(),
     )?;
     if !a.quiet {

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -218,7 +219,7 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         "use a smaller model, --batch-size or --max-length",
     )?;
     let out = Arc::new(match &a.out {
-        Some(dir) => OutDir::at(dir, a.force)?,
+        Some(dir) => OutDir::at(dir, a.force, false)?,
         None => OutDir::new_numbered(Path::new(RUNS_ROOT))?,
     });
     if !a.quiet {
@@ -301,7 +302,15 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
             })
         }),
     };
-    let summary = super::run_in(&out, &task, &mut session, vec![a.data.clone()], a.quiet)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let summary = super::run_in(
+        &out,
+        &task,
+        &mut session,
+        vec![a.data.clone()],
+        a.quiet,
+        &stop,
+    )?;
     if !a.quiet {
         println!(
             "{} after {} steps in {:.1}s; checkpoint: {}",
@@ -319,6 +328,12 @@ pub fn instruct_command(a: &InstructTrainArgs) -> Result<i32, TrainError> {
         let started = Instant::now();
         let mut responses = Vec::with_capacity(test.len());
         for (i, e) in test.iter().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                eprintln!(
+                    "\ninterrupted: the test responses were not written (the checkpoint is saved)"
+                );
+                return Ok(130);
+            }
             if !a.quiet && std::io::stderr().is_terminal() {
                 eprint!("\rgenerating test responses {}/{}", i + 1, test.len());
             }

@@ -24,15 +24,17 @@ use crate::trainer::{self, RunOptions, RunSummary, Session, Task};
 
 /// Runs a fine-tuning task in the shared loop, in its run directory `out`: Ctrl-C stops after
 /// saving, the first checkpoint completes the directory (`runs/latest`, `--force`), and a run
-/// that fails before its first checkpoint leaves nothing behind.
+/// that fails before its first checkpoint leaves nothing behind. `stop` is set by Ctrl-C (also
+/// after the loop, for the work the command does then).
 pub fn run_in(
     out: &Arc<OutDir>,
     task: &dyn Task,
     session: &mut Session,
     data_files: Vec<PathBuf>,
     quiet: bool,
+    stop: &Arc<AtomicBool>,
 ) -> Result<RunSummary, TrainError> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = stop.clone();
     crate::cli::stop_on_ctrl_c(stop.clone());
     let hook_out = out.clone();
     let opts = RunOptions {

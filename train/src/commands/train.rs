@@ -479,7 +479,7 @@ fn train_in(a: &TrainArgs, coll: Arc<dyn Collective>) -> Result<i32, TrainError>
         Some(out) => Some(out),
         None if !root => None, // only rank 0 makes or replaces the run directory
         None => Some(match &a.out {
-            Some(dir) => OutDir::at(dir, a.force)?,
+            Some(dir) => OutDir::at(dir, a.force, true)?,
             None => OutDir::new_numbered(Path::new(RUNS_ROOT))?,
         }),
     };

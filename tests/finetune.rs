@@ -250,6 +250,20 @@ fn a_pretrained_gpt_learns_to_tell_the_verdict_from_the_stories() {
         e.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap()
     };
     assert!((eval(&lora) - lora_acc).abs() < 1e-3);
+    // a classifier has rows, not a token budget: --max-tokens is refused, not ignored
+    let refused = bin()
+        .args([
+            "eval",
+            "--checkpoint",
+            lora.to_str().unwrap(),
+            "--max-tokens",
+            "10",
+        ])
+        .arg("--data")
+        .arg(dir.join("test.csv"))
+        .output()
+        .unwrap();
+    one_line_error(&refused, "a classifier is evaluated on every row");
     // merged into a standalone model: the same classifications, no LoRA files
     let merged = dir.join("merged");
     ok(&bin()

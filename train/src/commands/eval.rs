@@ -30,6 +30,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE|DIR")]
     pub data: PathBuf,
     /// Measure on at most this many tokens (the first windows in file order) [default: all].
+    /// Language models only: a classifier is evaluated on every row.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u64>,
     /// For a classifier: the column holding the texts.
@@ -44,15 +45,21 @@ pub struct EvalArgs {
 }
 
 pub fn eval_command(a: &EvalArgs) -> Result<i32, TrainError> {
+    if a.batch_size == 0 {
+        return Err(TrainError("--batch-size must be at least 1".into()));
+    }
     if crate::checkpoint::resolve(&a.checkpoint).is_ok_and(|d| is_classifier(&d)) {
+        if let Some(n) = a.max_tokens {
+            return Err(TrainError(format!(
+                "--max-tokens {n} counts a language model's tokens; a classifier is evaluated on every row of {} (give it a shorter file)",
+                a.data.display()
+            )));
+        }
         let columns = Columns {
             text: a.text_column.clone(),
             label: a.label_column.clone(),
         };
         return eval_classifier(&a.checkpoint, &a.data, &columns);
-    }
-    if a.batch_size == 0 {
-        return Err(TrainError("--batch-size must be at least 1".into()));
     }
     let ctx = Context::for_loading();
     // forward passes of `batch_size` windows, no KV cache

@@ -171,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opt = AdamW::new(params, 1e-3, 0.1);
     let mut order: Vec<usize> = (0..train_set.len()).collect();
     for epoch in 1..=5 {
-        shuffle(&mut order, &mut rng);
+        rng.shuffle(&mut order);
         let mut loss_sum = 0.0;
         for rows in order.chunks_exact(BATCH) {
             let (ids, lengths, classes) = train_set.batch(rows);
@@ -223,14 +223,14 @@ fn balanced(a: &[String], b: &[String], rng: &mut Rng) -> Vec<Example> {
     let mut rows = Vec::with_capacity(2 * n);
     for (texts, label) in [(a, "verdict"), (b, "story")] {
         let mut pick: Vec<usize> = (0..texts.len()).collect();
-        shuffle(&mut pick, rng);
+        rng.shuffle(&mut pick);
         rows.extend(pick[..n].iter().map(|&i| Example {
             text: texts[i].clone(),
             label: label.into(),
             line: i as u64 + 1,
         }));
     }
-    shuffle(&mut rows, rng);
+    rng.shuffle(&mut rows);
     rows
 }
 
@@ -240,12 +240,6 @@ fn split_sizes(n: usize) -> (usize, usize, usize) {
     let train = (n as f64 * 0.7) as usize;
     let val = (n as f64 * 0.1) as usize;
     (train, val, n - train - val)
-}
-
-fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
-    for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i + 1));
-    }
 }
 
 #[cfg(test)]
